@@ -1,0 +1,232 @@
+//! The client handle: one ZooKeeper session shared by every registration
+//! and watch made through it.
+
+use std::time::Duration;
+
+use zookeeper_client as zk;
+
+use crate::codec::{self, DecodeError};
+use crate::error::{Error, Result};
+use crate::health::{Health, HealthWatcher};
+use crate::member::{Member, MEMBER_PREFIX};
+use crate::path::ServerSetPath;
+use crate::registration::{RegisterOptions, Registration};
+use crate::selection::Selection;
+use crate::session::{Config, Session};
+use crate::watch::Watch;
+
+/// The default ZooKeeper session timeout.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time allowed to establish a session.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle on one ZooKeeper session, shared by all registrations and
+/// watches made through it (and through its clones).
+///
+/// When the session expires, the client builds a new one with backoff and
+/// restores every registration and watch on it. Health is reported through
+/// `tracing` and [`Client::health`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), serversets::Error> {
+/// use serversets::{Client, Endpoint, Environment, Member, ServerSetPath};
+///
+/// let client = Client::connect("127.0.0.1:2181").await?;
+/// let path = ServerSetPath::discovery(Environment::Production, "users")?;
+///
+/// // Announce this process, as a Finagle server would.
+/// let registration = client.register(&path, Member::new(Endpoint::new("10.0.0.1", 8080))).await?;
+/// println!("registered as {:?}", registration.znode());
+///
+/// // Follow the set.
+/// let watch = client.watch(&path).await?;
+/// println!("{} live members", watch.current().len());
+///
+/// registration.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    session: Session,
+}
+
+/// Builds a [`Client`] with non-default settings.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), serversets::Error> {
+/// use std::time::Duration;
+///
+/// let client = serversets::Client::builder("zk1:2181,zk2:2181/chroot")
+///     .session_timeout(Duration::from_secs(6))
+///     .digest("user", "secret")
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientBuilder {
+    config: Config,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+impl ClientBuilder {
+    /// The session timeout asked of ZooKeeper (default 10 s; the server
+    /// bounds it between 2 and 20 ticks).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.config.session_timeout = timeout;
+        self
+    }
+
+    /// How long [`ClientBuilder::connect`] (and the first load of a watch or
+    /// registration) may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Authenticates the session with ZooKeeper's `digest` scheme.
+    pub fn digest(mut self, user: &str, password: &str) -> Self {
+        self.config.digest = Some(format!("{user}:{password}"));
+        self
+    }
+
+    /// Connects: fails with [`Error::Connect`] naming the address if no
+    /// session is established within the connect timeout.
+    pub async fn connect(self) -> Result<Client> {
+        let config = self.config;
+        if config.connect.trim().is_empty() {
+            return Err(Error::InvalidConfig("the ZooKeeper connect string is empty".into()));
+        }
+        if config.session_timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(Error::InvalidConfig("timeouts must be above zero".into()));
+        }
+        Ok(Client {
+            session: Session::start(config).await?,
+        })
+    }
+}
+
+/// One child of a set path as [`Client::inspect`] sees it.
+#[derive(Debug, Clone)]
+pub struct RawChild {
+    /// The child's znode name.
+    pub name: String,
+    /// Its raw data.
+    pub data: Vec<u8>,
+    /// The member it decodes to, or why not (`None` for non-member
+    /// children such as `vector_` nodes).
+    pub decoded: Option<std::result::Result<Member, DecodeError>>,
+}
+
+impl Client {
+    /// Starts building a client for a connect string
+    /// (`h1:2181,h2:2181[/chroot]`).
+    pub fn builder(connect: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            config: Config {
+                connect: connect.into(),
+                session_timeout: DEFAULT_SESSION_TIMEOUT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                digest: None,
+            },
+        }
+    }
+
+    /// Connects with default settings.
+    pub async fn connect(connect: &str) -> Result<Client> {
+        Client::builder(connect).connect().await
+    }
+
+    /// Registers `member` in the set at `path` (creating parent znodes as
+    /// needed) and keeps it registered while the returned handle lives.
+    pub async fn register(&self, path: &ServerSetPath, member: Member) -> Result<Registration> {
+        self.register_with(path, member, RegisterOptions::default())
+            .await
+    }
+
+    /// [`Client::register`] with options (a health check).
+    pub async fn register_with(
+        &self,
+        path: &ServerSetPath,
+        member: Member,
+        options: RegisterOptions,
+    ) -> Result<Registration> {
+        Registration::start(self.session.clone(), path.clone(), member, options).await
+    }
+
+    /// Watches the set at `path`, serving each live member's service
+    /// endpoint. Returns once the set is loaded.
+    pub async fn watch(&self, path: &ServerSetPath) -> Result<Watch> {
+        self.watch_with(path, Selection::service()).await
+    }
+
+    /// Watches the set at `path` with an endpoint selection.
+    pub async fn watch_with(&self, path: &ServerSetPath, selection: Selection) -> Result<Watch> {
+        Watch::start(self.session.clone(), path.clone(), selection).await
+    }
+
+    /// Reads every child of `path` as it is, for diagnosis (the CLI's
+    /// `ls`). Children are sorted by name.
+    pub async fn inspect(&self, path: &ServerSetPath) -> Result<Vec<RawChild>> {
+        let zk = self.zookeeper().ok_or(Error::Closed)?;
+        let mut names = match zk.list_children(path.as_str()).await {
+            Ok(names) => names,
+            Err(zk::Error::NoNode) => Vec::new(),
+            Err(e) => return Err(Error::zk("list", path.as_str(), e)),
+        };
+        names.sort();
+        let reads = names.iter().map(|n| zk.get_data(&path.member_path(n)));
+        let results = futures::future::join_all(reads).await;
+        let mut children = Vec::with_capacity(names.len());
+        for (name, result) in names.into_iter().zip(results) {
+            let data = match result {
+                Ok((data, _)) => data,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(Error::zk("get", &path.member_path(&name), e)),
+            };
+            let decoded = name
+                .starts_with(MEMBER_PREFIX)
+                .then(|| codec::decode(&data).map(|d| d.member));
+            children.push(RawChild {
+                name,
+                data,
+                decoded,
+            });
+        }
+        Ok(children)
+    }
+
+    /// The session's health now.
+    pub fn health(&self) -> Health {
+        self.session.view().health
+    }
+
+    /// Follows the session's health.
+    pub fn health_watcher(&self) -> HealthWatcher {
+        HealthWatcher::of_session(self.session.views())
+    }
+
+    /// The id of the current ZooKeeper session, if there is one.
+    pub fn session_id(&self) -> Option<i64> {
+        self.zookeeper().map(|zk| zk.session_id().0)
+    }
+
+    /// The current raw `zookeeper-client` handle, for operations this crate
+    /// does not wrap. `None` between sessions and after close.
+    pub fn zookeeper(&self) -> Option<zk::Client> {
+        self.session.view().client
+    }
+
+    /// Closes the session: every member registered through this client
+    /// disappears at once and watches stop updating.
+    pub async fn close(self) {
+        self.session.close();
+        let mut health = self.health_watcher();
+        health.wait_for(Health::Closed).await;
+    }
+}

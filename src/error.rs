@@ -1,0 +1,92 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Errors returned by this crate.
+///
+/// Every error names what was wrong (the path, the address, the input), so
+/// a one-line `Display` is enough for a log line or a CLI message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A serverset path is not a valid absolute ZooKeeper path.
+    #[error("invalid serverset path {path:?}: {reason}")]
+    InvalidPath {
+        /// The rejected path.
+        path: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A service or environment name cannot be used as one path component.
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        /// What kind of name it is ("service", "environment").
+        what: &'static str,
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A `host:port` string could not be parsed.
+    #[error("invalid endpoint {input:?}: {reason}")]
+    InvalidEndpoint {
+        /// The rejected input.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A Finagle destination (`zk2!hosts!/path[!name]`) could not be parsed.
+    #[error("invalid Finagle destination {input:?}: {reason}")]
+    InvalidDestination {
+        /// The rejected input.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// No ZooKeeper session could be established.
+    #[error("cannot connect to ZooKeeper at {address}: {reason}")]
+    Connect {
+        /// The connect string that was tried.
+        address: String,
+        /// The last failure seen.
+        reason: String,
+    },
+    /// An operation did not complete in time.
+    #[error("{what} did not complete within {after:?}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long it was waited for.
+        after: Duration,
+    },
+    /// ZooKeeper refused an operation on a path.
+    #[error("ZooKeeper {operation} on {path} failed: {source}")]
+    ZooKeeper {
+        /// The operation ("create", "delete", "list", ...).
+        operation: &'static str,
+        /// The znode path.
+        path: String,
+        /// The ZooKeeper client's error.
+        #[source]
+        source: zookeeper_client::Error,
+    },
+    /// The client (and its session) has been closed.
+    #[error("the serversets client is closed")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn zk(operation: &'static str, path: &str, source: zookeeper_client::Error) -> Self {
+        Error::ZooKeeper {
+            operation,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,291 @@
+//! The one ZooKeeper session a [`Client`](crate::Client) owns: connecting,
+//! watching its state, and building a new session after expiry.
+//!
+//! A manager task owns the session and publishes a [`SessionView`] on a
+//! `tokio::sync::watch` channel. Registrations and watches hold receivers:
+//! they see every reconnection (to re-list) and every new session (to
+//! re-create ephemerals and re-arm watches). The task ends, closing the
+//! session, when the client is closed or when no handle is left.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use zookeeper_client as zk;
+
+use crate::error::{Error, Result};
+use crate::health::Health;
+
+/// How a client connects (see [`ClientBuilder`](crate::ClientBuilder)).
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub connect: String,
+    pub session_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub digest: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("connect", &self.connect)
+            .field("session_timeout", &self.session_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("digest", &self.digest.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What tasks see of the session.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionView {
+    /// Increases with every new session.
+    pub generation: u64,
+    /// Increases with every (re)connection, in any session.
+    pub epoch: u64,
+    /// The live ZooKeeper client; `None` between sessions and after close.
+    pub client: Option<zk::Client>,
+    /// The session's health.
+    pub health: Health,
+}
+
+/// State shared by the manager and every task of one client.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    close: Notify,
+    /// Member znodes owned by live registrations of this client, so that
+    /// recovering an uncertain create never adopts a sibling's node.
+    pub claimed: Mutex<HashSet<String>>,
+}
+
+/// A task's handle on the session.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    view: watch::Receiver<SessionView>,
+    pub shared: Arc<Shared>,
+}
+
+impl Session {
+    /// Connects (within the connect timeout) and starts the manager task.
+    pub(crate) async fn start(config: Config) -> Result<Session> {
+        let deadline = Instant::now() + config.connect_timeout;
+        let client = connect_until(&config, deadline).await?;
+        info!(connect = %config.connect, session = %client.session_id(), "ZooKeeper session established");
+        let view = SessionView {
+            generation: 1,
+            epoch: 1,
+            client: Some(client.clone()),
+            health: Health::Connected,
+        };
+        let (tx, rx) = watch::channel(view);
+        let shared = Arc::new(Shared {
+            config,
+            close: Notify::new(),
+            claimed: Mutex::new(HashSet::new()),
+        });
+        tokio::spawn(manage(tx, Arc::clone(&shared), client));
+        Ok(Session { view: rx, shared })
+    }
+
+    /// The current view, without waiting.
+    pub(crate) fn view(&self) -> SessionView {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver of session views.
+    pub(crate) fn views(&self) -> watch::Receiver<SessionView> {
+        self.view.clone()
+    }
+
+    /// Asks the manager to close the session.
+    pub(crate) fn close(&self) {
+        self.shared.close.notify_one();
+    }
+}
+
+/// Waits until the session is connected and returns its view; `Err(Closed)`
+/// once the client is closed.
+pub(crate) async fn connected(views: &mut watch::Receiver<SessionView>) -> Result<SessionView> {
+    loop {
+        {
+            let view = views.borrow_and_update();
+            match (&view.client, view.health) {
+                (_, Health::Closed) => return Err(Error::Closed),
+                (Some(_), Health::Connected) => return Ok(view.clone()),
+                _ => {}
+            }
+        }
+        views.changed().await.map_err(|_| Error::Closed)?;
+    }
+}
+
+/// Connects, retrying with backoff, until `deadline`.
+async fn connect_until(config: &Config, deadline: Instant) -> Result<zk::Client> {
+    let mut backoff = Backoff::new();
+    loop {
+        let reason = match tokio::time::timeout_at(deadline, connect_once(config)).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(Error::Connect { reason, .. })) => reason,
+            Ok(Err(other)) => return Err(other),
+            Err(_) => format!("no session within {:?}", config.connect_timeout),
+        };
+        let pause = backoff.next_delay();
+        if Instant::now() + pause >= deadline {
+            return Err(Error::Connect {
+                address: config.connect.clone(),
+                reason,
+            });
+        }
+        debug!(connect = %config.connect, %reason, "connect failed; retrying");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn connect_once(config: &Config) -> Result<zk::Client> {
+    let mut connector = zk::Client::connector()
+        .with_session_timeout(config.session_timeout)
+        .with_connection_timeout(config.connect_timeout.min(config.session_timeout))
+        .with_fail_eagerly();
+    if let Some(digest) = &config.digest {
+        connector = connector.with_auth("digest", digest.as_bytes());
+    }
+    connector
+        .connect(&config.connect)
+        .await
+        .map_err(|e| match e {
+            zk::Error::BadArguments(_) => Error::InvalidConfig(format!(
+                "connect string {:?}: {e}",
+                config.connect
+            )),
+            other => Error::Connect {
+                address: config.connect.clone(),
+                reason: other.to_string(),
+            },
+        })
+}
+
+enum Ended {
+    /// The session expired or failed authentication: build a new one.
+    Lost(zk::SessionState),
+    /// Closed by the user, or every handle is gone.
+    Close,
+}
+
+/// The manager task.
+async fn manage(tx: watch::Sender<SessionView>, shared: Arc<Shared>, mut client: zk::Client) {
+    loop {
+        let ended = follow(&tx, &shared, &client).await;
+        let Ended::Lost(state) = ended else {
+            break;
+        };
+        warn!(connect = %shared.config.connect, session = %client.session_id(), ?state, "ZooKeeper session lost; building a new one");
+        tx.send_modify(|v| {
+            v.client = None;
+            v.health = Health::Expired;
+        });
+        drop(client);
+        let mut backoff = Backoff::new();
+        client = loop {
+            let far = Instant::now() + shared.config.connect_timeout;
+            tokio::select! {
+                _ = tx.closed() => return close(&tx),
+                _ = shared.close.notified() => return close(&tx),
+                result = connect_until(&shared.config, far) => match result {
+                    Ok(client) => break client,
+                    Err(e) => {
+                        warn!(error = %e, "cannot build a new ZooKeeper session yet");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                },
+            }
+        };
+        info!(session = %client.session_id(), "new ZooKeeper session established");
+        tx.send_modify(|v| {
+            v.generation += 1;
+            v.epoch += 1;
+            v.client = Some(client.clone());
+            v.health = Health::Connected;
+        });
+    }
+    close(&tx);
+}
+
+/// Follows one session's state until it ends.
+async fn follow(tx: &watch::Sender<SessionView>, shared: &Shared, client: &zk::Client) -> Ended {
+    let mut states = client.state_watcher();
+    // A change between connecting and subscribing is caught here.
+    let mut state = client.state();
+    loop {
+        use zk::SessionState::*;
+        match state {
+            Disconnected => {
+                warn!(session = %client.session_id(), "ZooKeeper connection lost; reconnecting");
+                tx.send_if_modified(|v| {
+                    let changed = v.health != Health::Disconnected;
+                    v.health = Health::Disconnected;
+                    changed
+                });
+            }
+            SyncConnected | ConnectedReadOnly => {
+                let reconnected = tx.borrow().health != Health::Connected;
+                if reconnected {
+                    info!(session = %client.session_id(), "ZooKeeper connection restored");
+                    tx.send_modify(|v| {
+                        v.epoch += 1;
+                        v.health = Health::Connected;
+                    });
+                }
+            }
+            Expired | AuthFailed => return Ended::Lost(state),
+            Closed => return Ended::Close,
+        }
+        state = tokio::select! {
+            _ = tx.closed() => return Ended::Close,
+            _ = shared.close.notified() => return Ended::Close,
+            state = states.changed() => state,
+        };
+    }
+}
+
+fn close(tx: &watch::Sender<SessionView>) {
+    // Dropping the last `zk::Client` clone closes the session, which
+    // deletes its ephemeral nodes at once.
+    tx.send_modify(|v| {
+        v.client = None;
+        v.health = Health::Closed;
+    });
+    debug!("ZooKeeper session closed");
+}
+
+/// Exponential backoff with jitter: 100 ms doubling up to 5 s.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// The next pause (with up to 25% random jitter).
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        let jitter = rand::rng().random_range(0.0..0.25);
+        base.mul_f64(1.0 + jitter)
+    }
+
+    /// Starts over after a success.
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}

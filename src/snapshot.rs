@@ -1,0 +1,192 @@
+//! An immutable, sorted view of a serverset at one moment, and the changes
+//! between two of them.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::endpoint::Endpoint;
+use crate::member::{member_sequence, Member};
+
+/// One live member as a watch serves it: the selected endpoint, its weight
+/// and the member's full data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The member's znode name (`member_0000000007`).
+    pub name: String,
+    /// The sequence number ZooKeeper gave the member, if the name has one.
+    pub sequence: Option<u64>,
+    /// The selected endpoint (service endpoint or a named one).
+    pub endpoint: Endpoint,
+    /// The product of matching `vector_` weights; 1.0 by default.
+    pub weight: f64,
+    /// Everything the member's znode says.
+    pub member: Arc<Member>,
+}
+
+impl Entry {
+    /// The order of entries in a snapshot: by sequence number, then name.
+    pub(crate) fn order_key(&self) -> (u64, &str) {
+        (self.sequence.unwrap_or(u64::MAX), &self.name)
+    }
+
+    /// Builds an entry for a member znode.
+    pub(crate) fn new(name: &str, endpoint: Endpoint, weight: f64, member: Arc<Member>) -> Self {
+        Entry {
+            name: name.to_owned(),
+            sequence: member_sequence(name),
+            endpoint,
+            weight,
+            member,
+        }
+    }
+}
+
+/// The live members of a set at one moment, sorted by sequence number
+/// (oldest first), so equal sets always compare and print the same.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    version: u64,
+    entries: Vec<Arc<Entry>>,
+}
+
+impl Snapshot {
+    /// A snapshot of these entries (sorted here).
+    pub fn new(version: u64, mut entries: Vec<Arc<Entry>>) -> Self {
+        entries.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        Snapshot { version, entries }
+    }
+
+    /// Increases by one with every published change; 0 before the first
+    /// load.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The entries, oldest member first.
+    pub fn entries(&self) -> &[Arc<Entry>] {
+        &self.entries
+    }
+
+    /// Iterates over the entries.
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<Entry>> {
+        self.entries.iter()
+    }
+
+    /// The selected endpoints, in snapshot order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> + '_ {
+        self.entries.iter().map(|e| &e.endpoint)
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The leader: the live member with the lowest sequence number (the
+    /// oldest instance).
+    pub fn leader(&self) -> Option<&Arc<Entry>> {
+        self.entries.first()
+    }
+
+    /// The entry for a member znode name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+}
+
+impl<'a> IntoIterator for &'a Snapshot {
+    type Item = &'a Arc<Entry>;
+    type IntoIter = std::slice::Iter<'a, Arc<Entry>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+/// One change of a set: the new snapshot and what differs from the
+/// previous one a subscriber saw. An entry whose weight changed appears in
+/// both lists (removed with the old weight, added with the new).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The set after the change.
+    pub snapshot: Arc<Snapshot>,
+    /// Entries now present that were not before.
+    pub added: Vec<Arc<Entry>>,
+    /// Entries present before that are gone or changed.
+    pub removed: Vec<Arc<Entry>>,
+}
+
+/// The difference between two snapshots: `(added, removed)`.
+pub(crate) fn diff(old: &Snapshot, new: &Snapshot) -> (Vec<Arc<Entry>>, Vec<Arc<Entry>>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (old.entries.iter().peekable(), new.entries.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(x), None) => {
+                removed.push(Arc::clone(x));
+                a.next();
+            }
+            (None, Some(y)) => {
+                added.push(Arc::clone(y));
+                b.next();
+            }
+            (Some(x), Some(y)) => match x.order_key().cmp(&y.order_key()) {
+                Ordering::Less => {
+                    removed.push(Arc::clone(x));
+                    a.next();
+                }
+                Ordering::Greater => {
+                    added.push(Arc::clone(y));
+                    b.next();
+                }
+                Ordering::Equal => {
+                    if !Arc::ptr_eq(x, y) && x != y {
+                        removed.push(Arc::clone(x));
+                        added.push(Arc::clone(y));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    (added, removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, weight: f64) -> Arc<Entry> {
+        let name = format!("member_{seq:010}");
+        let member = Arc::new(Member::new(Endpoint::new("h", seq as u16)));
+        Arc::new(Entry::new(&name, Endpoint::new("h", seq as u16), weight, member))
+    }
+
+    #[test]
+    fn sorted_and_leader() {
+        let s = Snapshot::new(1, vec![entry(9, 1.0), entry(2, 1.0), entry(5, 1.0)]);
+        let seqs: Vec<_> = s.iter().map(|e| e.sequence.unwrap()).collect();
+        assert_eq!(seqs, [2, 5, 9]);
+        assert_eq!(s.leader().unwrap().name, "member_0000000002");
+        assert!(s.get("member_0000000005").is_some());
+    }
+
+    #[test]
+    fn diffs() {
+        let old = Snapshot::new(1, vec![entry(1, 1.0), entry(2, 1.0), entry(3, 1.0)]);
+        let new = Snapshot::new(2, vec![entry(2, 1.0), entry(3, 2.0), entry(4, 1.0)]);
+        let (added, removed) = diff(&old, &new);
+        let names = |v: &[Arc<Entry>]| v.iter().map(|e| e.sequence.unwrap()).collect::<Vec<_>>();
+        assert_eq!(names(&added), [3, 4]);
+        assert_eq!(names(&removed), [1, 3]);
+        let (added, removed) = diff(&new, &new);
+        assert!(added.is_empty() && removed.is_empty());
+    }
+}

@@ -1,0 +1,453 @@
+//! Watching a serverset: an always-current snapshot and a change stream.
+//!
+//! A watch task keeps a cache of member data by znode name. Member data is
+//! immutable (Finagle reads it once and sets no data watch), so a change of
+//! the children list costs reads of the new children only, issued all at
+//! once (ZooKeeper requests are pipelined on the session's connection).
+//! Child watches are one-shot and re-armed by re-listing, also after every
+//! reconnection. While ZooKeeper is unreachable the last good set is kept.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::{join_all, BoxFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, warn};
+use zookeeper_client as zk;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::health::{Health, HealthWatcher};
+use crate::member::{Member, MEMBER_PREFIX, VECTOR_PREFIX};
+use crate::path::ServerSetPath;
+use crate::publisher::{Changes, Publisher};
+use crate::selection::Selection;
+use crate::session::{connected, Backoff, Session};
+use crate::snapshot::{Entry, Snapshot};
+use crate::vector::{self, Vector};
+
+/// A watched serverset. Cloning is cheap; the watch runs until the last
+/// clone (and the last [`Changes`] taken from it) is dropped.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), serversets::Error> {
+/// use serversets::{Client, ServerSetPath};
+///
+/// let client = Client::connect("127.0.0.1:2181").await?;
+/// let watch = client.watch(&ServerSetPath::new("/discovery/prod/users")?).await?;
+/// for entry in watch.current().iter() {
+///     println!("{} weight {}", entry.endpoint, entry.weight);
+/// }
+/// let mut changes = watch.changes();
+/// while let Some(change) = changes.next().await {
+///     println!("+{} -{} now {}", change.added.len(), change.removed.len(), change.snapshot.len());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Watch {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: ServerSetPath,
+    selection: Selection,
+    publisher: Arc<Publisher>,
+    health: watch::Receiver<Health>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watch {
+    pub(crate) async fn start(
+        session: Session,
+        path: ServerSetPath,
+        selection: Selection,
+    ) -> Result<Watch> {
+        let publisher = Arc::new(Publisher::new());
+        let (health_tx, health) = watch::channel(Health::Disconnected);
+        let (ready_tx, ready) = oneshot::channel();
+        let wait = session.shared.config.connect_timeout;
+        let watcher = Watcher {
+            session,
+            path: path.clone(),
+            selection: selection.clone(),
+            members: HashMap::new(),
+            vectors: BTreeMap::new(),
+            vector_events: FuturesUnordered::new(),
+            entries: BTreeMap::new(),
+            publisher: Arc::clone(&publisher),
+            health: health_tx,
+            ready: Some(ready_tx),
+        };
+        let task = tokio::spawn(watcher.run());
+        let watch = Watch {
+            inner: Arc::new(Inner {
+                path,
+                selection,
+                publisher,
+                health,
+                task: task.abort_handle(),
+            }),
+        };
+        match tokio::time::timeout(wait, ready).await {
+            Ok(Ok(())) => Ok(watch),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout {
+                what: format!("initial load of {}", watch.inner.path),
+                after: wait,
+            }),
+        }
+    }
+
+    /// The current set: one atomic load, no lock, no await.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.inner.publisher.current()
+    }
+
+    /// A subscription to changes from now on.
+    pub fn changes(&self) -> Changes {
+        self.inner
+            .publisher
+            .subscribe(Arc::clone(&self.inner) as Arc<dyn Send + Sync>)
+    }
+
+    /// Whether the set is in sync with ZooKeeper right now.
+    pub fn health(&self) -> Health {
+        *self.inner.health.borrow()
+    }
+
+    /// Follows this watch's health.
+    pub fn health_watcher(&self) -> HealthWatcher {
+        HealthWatcher::new(self.inner.health.clone())
+    }
+
+    /// The watched path.
+    pub fn path(&self) -> &ServerSetPath {
+        &self.inner.path
+    }
+
+    /// The endpoint selection this watch serves.
+    pub fn selection(&self) -> &Selection {
+        &self.inner.selection
+    }
+}
+
+/// A member znode as cached: decoded, or known to be unusable.
+type Cached = Option<Arc<Member>>;
+
+/// What ended one synchronisation.
+enum Synced {
+    /// In sync; this watcher fires on the next children change.
+    Children(zk::OneshotWatcher),
+    /// The path does not exist; this watcher fires when it is created.
+    Missing(zk::OneshotWatcher),
+    /// The path appeared meanwhile: list again.
+    Again,
+}
+
+struct Watcher {
+    session: Session,
+    path: ServerSetPath,
+    selection: Selection,
+    /// Member data by znode name.
+    members: HashMap<String, Cached>,
+    /// Weight vectors by znode name.
+    vectors: BTreeMap<String, Vector>,
+    /// Data watches on vector nodes; each yields the node's name.
+    vector_events: FuturesUnordered<BoxFuture<'static, String>>,
+    /// The served entries, in snapshot order.
+    entries: BTreeMap<(u64, String), Arc<Entry>>,
+    publisher: Arc<Publisher>,
+    health: watch::Sender<Health>,
+    ready: Option<oneshot::Sender<()>>,
+}
+
+impl Watcher {
+    async fn run(mut self) {
+        let mut views = self.session.views();
+        let mut backoff = Backoff::new();
+        loop {
+            let view = match connected(&mut views).await {
+                Ok(view) => view,
+                Err(_) => {
+                    self.set_health(Health::Closed);
+                    return;
+                }
+            };
+            let Some(zk) = view.client.clone() else {
+                continue;
+            };
+            let synced = match self.sync(&zk).await {
+                Ok(synced) => synced,
+                Err(e) => {
+                    warn!(path = %self.path, error = %e, "watch out of sync; keeping the last set and retrying");
+                    self.set_health(Health::Disconnected);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        changed = views.changed() => if changed.is_err() { return },
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            self.set_health(Health::Connected);
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(());
+            }
+            let watcher = match synced {
+                Synced::Again => continue,
+                Synced::Children(w) | Synced::Missing(w) => w,
+            };
+            drop(zk);
+            if !self.wait(watcher, &mut views, view.epoch).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the set must be listed again. `false`: the client is
+    /// gone, stop.
+    async fn wait(
+        &mut self,
+        watcher: zk::OneshotWatcher,
+        views: &mut watch::Receiver<crate::session::SessionView>,
+        epoch: u64,
+    ) -> bool {
+        let mut children = watcher.changed().boxed();
+        loop {
+            tokio::select! {
+                event = &mut children => {
+                    debug!(path = %self.path, ?event.event_type, ?event.session_state, "watch fired");
+                    return true;
+                }
+                Some(name) = self.vector_events.next() => {
+                    // Re-read it on the next listing.
+                    self.vectors.remove(&name);
+                    return true;
+                }
+                changed = views.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    let view = views.borrow().clone();
+                    if view.health == Health::Connected && view.epoch != epoch {
+                        // Reconnected: events may have been missed, list again.
+                        return true;
+                    }
+                    if view.health != Health::Connected {
+                        self.set_health(view.health);
+                    }
+                    if view.health == Health::Closed {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_health(&self, health: Health) {
+        self.health.send_if_modified(|h| {
+            let changed = *h != health;
+            *h = health;
+            changed
+        });
+    }
+
+    /// Lists the children (arming a child watch), reads what is new,
+    /// forgets what is gone and publishes the result.
+    async fn sync(&mut self, zk: &zk::Client) -> std::result::Result<Synced, zk::Error> {
+        let children = match zk.get_and_watch_children(self.path.as_str()).await {
+            Ok((children, _, watcher)) => (children, watcher),
+            Err(zk::Error::NoNode) => {
+                // No path, no members: the set is empty until it appears.
+                let gone = self.members.drain().map(|(name, _)| name).collect();
+                self.vectors.clear();
+                self.update(Vec::new(), gone, false);
+                return match zk.check_and_watch_stat(self.path.as_str()).await? {
+                    (None, watcher) => Ok(Synced::Missing(watcher)),
+                    (Some(_), _) => Ok(Synced::Again),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let (names, watcher) = children;
+        let mut present = HashSet::with_capacity(names.len());
+        let mut new_members = Vec::new();
+        let mut vectors_now = HashSet::new();
+        for name in names {
+            if name.starts_with(MEMBER_PREFIX) {
+                if !self.members.contains_key(&name) {
+                    new_members.push(name.clone());
+                }
+                present.insert(name);
+            } else if name.starts_with(VECTOR_PREFIX) {
+                vectors_now.insert(name);
+            }
+        }
+        let gone: Vec<String> = self
+            .members
+            .keys()
+            .filter(|name| !present.contains(*name))
+            .cloned()
+            .collect();
+        for name in &gone {
+            self.members.remove(name);
+        }
+        let vectors_changed = self.sync_vectors(zk, &vectors_now).await?;
+        let (added, failure) = self.read_members(zk, new_members).await;
+        self.update(added, gone, vectors_changed);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Synced::Children(watcher)),
+        }
+    }
+
+    /// Reads new member nodes, all requests in flight at once. Returns the
+    /// names read (decodable or not) and the first transient failure.
+    async fn read_members(
+        &mut self,
+        zk: &zk::Client,
+        names: Vec<String>,
+    ) -> (Vec<String>, Option<zk::Error>) {
+        let reads = names
+            .iter()
+            .map(|name| zk.get_data(&self.path.member_path(name)));
+        let results = join_all(reads).await;
+        let mut added = Vec::with_capacity(names.len());
+        let mut failure = None;
+        for (name, result) in names.into_iter().zip(results) {
+            match result {
+                Ok((data, _)) => {
+                    let cached = decode(&self.path, &name, &data);
+                    self.members.insert(name.clone(), cached);
+                    added.push(name);
+                }
+                // Deleted between list and read: simply absent.
+                Err(zk::Error::NoNode) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        (added, failure)
+    }
+
+    /// Reads new vector nodes (with a data watch) and forgets removed ones.
+    async fn sync_vectors(
+        &mut self,
+        zk: &zk::Client,
+        present: &HashSet<String>,
+    ) -> std::result::Result<bool, zk::Error> {
+        let before = self.vectors.len();
+        self.vectors.retain(|name, _| present.contains(name));
+        let mut changed = self.vectors.len() != before;
+        let new: Vec<&String> = present
+            .iter()
+            .filter(|name| !self.vectors.contains_key(*name))
+            .collect();
+        for name in new {
+            let path = self.path.member_path(name);
+            let (data, _, watcher) = match zk.get_and_watch_data(&path).await {
+                Ok(read) => read,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(e),
+            };
+            let name = name.clone();
+            let owned = name.clone();
+            self.vector_events
+                .push(async move { watcher.changed().await; owned }.boxed());
+            let vector = match vector::parse(&data) {
+                Ok((vector, warnings)) => {
+                    for warning in warnings {
+                        warn!(znode = %path, %warning, "weight vector descriptor skipped");
+                    }
+                    vector
+                }
+                Err(why) => {
+                    warn!(znode = %path, %why, "weight vector ignored");
+                    Vector::default()
+                }
+            };
+            self.vectors.insert(name, vector);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Applies added and removed member names to the served entries and
+    /// publishes a change if there is one.
+    fn update(&mut self, added: Vec<String>, gone: Vec<String>, reweigh: bool) {
+        let mut added_entries = Vec::new();
+        let mut removed_entries = Vec::new();
+        if reweigh {
+            // Weights may have changed for anyone: rebuild every entry.
+            let old = std::mem::take(&mut self.entries);
+            let names: Vec<String> = self.members.keys().cloned().collect();
+            for name in names {
+                if let Some(entry) = self.entry(&name) {
+                    self.entries.insert(key(&entry), entry);
+                }
+            }
+            let old_snapshot = Snapshot::new(0, old.into_values().collect());
+            let new_snapshot = Snapshot::new(0, self.entries.values().cloned().collect());
+            (added_entries, removed_entries) = crate::snapshot::diff(&old_snapshot, &new_snapshot);
+        } else {
+            for name in gone {
+                let k = (crate::member::member_sequence(&name).unwrap_or(u64::MAX), name);
+                if let Some(entry) = self.entries.remove(&k) {
+                    removed_entries.push(entry);
+                }
+            }
+            for name in added {
+                if let Some(entry) = self.entry(&name) {
+                    self.entries.insert(key(&entry), Arc::clone(&entry));
+                    added_entries.push(entry);
+                }
+            }
+        }
+        let first = self.publisher.current().version() == 0;
+        if first || !added_entries.is_empty() || !removed_entries.is_empty() {
+            let entries = self.entries.values().cloned().collect();
+            self.publisher.publish(entries, added_entries, removed_entries);
+        }
+    }
+
+    /// The served entry for a cached member, if the selection serves it.
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        let member = self.members.get(name)?.as_ref()?;
+        let endpoint = self.selection.select(member)?.clone();
+        let weight = vector::weight(self.vectors.values(), name, member.shard, &endpoint);
+        Some(Arc::new(Entry::new(name, endpoint, weight, Arc::clone(member))))
+    }
+}
+
+fn key(entry: &Entry) -> (u64, String) {
+    let (sequence, name) = entry.order_key();
+    (sequence, name.to_owned())
+}
+
+/// Decodes one member, warning (once, since the result is cached) about
+/// anything unusable.
+fn decode(path: &ServerSetPath, name: &str, data: &[u8]) -> Cached {
+    match codec::decode(data) {
+        Ok(decoded) => {
+            for warning in decoded.warnings {
+                warn!(znode = %path.member_path(name), %warning, "member field ignored");
+            }
+            Some(Arc::new(decoded.member))
+        }
+        Err(e) => {
+            warn!(znode = %path.member_path(name), error = %e, "member skipped: unusable data");
+            None
+        }
+    }
+}
