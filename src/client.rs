@@ -225,8 +225,6 @@ impl Client {
     /// Closes the session: every member registered through this client
     /// disappears at once and watches stop updating.
     pub async fn close(self) {
-        self.session.close();
-        let mut health = self.health_watcher();
-        health.wait_for(Health::Closed).await;
+        self.session.close().await;
     }
 }

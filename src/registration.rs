@@ -21,7 +21,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::member::Member;
 use crate::path::ServerSetPath;
-use crate::session::{connected, Backoff, Session, SessionView};
+use crate::session::{connected, Backoff, Session};
 
 type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 type HealthCheck = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
@@ -227,11 +227,14 @@ impl Registrar {
                 // The node died with its session; only this task re-creates it.
                 self.set_owned(None);
             }
-            let next = match (&view.client, healthy) {
-                (Some(zk), true) => self.ensure_present(zk, &view, &mut uncertain).await,
-                (Some(zk), false) => self.ensure_absent(zk).await,
+            let next = match (view.client.clone(), healthy) {
+                (Some(zk), true) => self.ensure_present(&zk, view.generation, &mut uncertain).await,
+                (Some(zk), false) => self.ensure_absent(&zk).await,
                 (None, _) => Next::Idle,
             };
+            // Hold no client clone while waiting: closing drops the session
+            // when the last clone goes.
+            drop(view);
             let next = match next {
                 Next::Retry(why) if self.first.is_none() => {
                     warn!(path = %self.path, error = %why, "registration will retry");
@@ -326,7 +329,7 @@ impl Registrar {
     async fn ensure_present(
         &mut self,
         zk: &zk::Client,
-        view: &SessionView,
+        generation: u64,
         uncertain: &mut Option<u64>,
     ) -> Next {
         if let Some(owned) = self.owned.clone() {
@@ -344,13 +347,13 @@ impl Registrar {
         }
         // A create whose answer was lost may have succeeded: adopt that node
         // instead of creating a duplicate.
-        if *uncertain == Some(view.generation) {
+        if *uncertain == Some(generation) {
             match self.recover(zk).await {
                 Ok(Some(znode)) => {
                     info!(%znode, "recovered member created before the connection was lost");
                     *uncertain = None;
                     self.set_owned(Some(Owned {
-                        generation: view.generation,
+                        generation,
                         znode,
                     }));
                     return Next::Again;
@@ -363,7 +366,7 @@ impl Registrar {
             Ok(znode) => {
                 info!(%znode, "registered member");
                 self.set_owned(Some(Owned {
-                    generation: view.generation,
+                    generation,
                     znode,
                 }));
                 Next::Again
@@ -377,7 +380,7 @@ impl Registrar {
                 Next::Retry(e.to_string())
             }
             Err(CreateError::Uncertain(e)) => {
-                *uncertain = Some(view.generation);
+                *uncertain = Some(generation);
                 Next::Retry(format!("creating member in {}: {e}", self.path))
             }
         }

@@ -58,6 +58,8 @@ pub(crate) struct SessionView {
 pub(crate) struct Shared {
     pub config: Config,
     close: Notify,
+    /// Becomes true once the session is closed for good.
+    done: watch::Sender<bool>,
     /// Member znodes owned by live registrations of this client, so that
     /// recovering an uncertain create never adopts a sibling's node.
     pub claimed: Mutex<HashSet<String>>,
@@ -86,6 +88,7 @@ impl Session {
         let shared = Arc::new(Shared {
             config,
             close: Notify::new(),
+            done: watch::channel(false).0,
             claimed: Mutex::new(HashSet::new()),
         });
         tokio::spawn(manage(tx, Arc::clone(&shared), client));
@@ -102,9 +105,12 @@ impl Session {
         self.view.clone()
     }
 
-    /// Asks the manager to close the session.
-    pub(crate) fn close(&self) {
+    /// Closes the session and waits until ZooKeeper has closed it (its
+    /// ephemeral nodes are gone), or the session timeout has passed.
+    pub(crate) async fn close(&self) {
+        let mut done = self.shared.done.subscribe();
         self.shared.close.notify_one();
+        let _ = done.wait_for(|done| *done).await;
     }
 }
 
@@ -181,7 +187,7 @@ async fn manage(tx: watch::Sender<SessionView>, shared: Arc<Shared>, mut client:
     loop {
         let ended = follow(&tx, &shared, &client).await;
         let Ended::Lost(state) = ended else {
-            break;
+            return shutdown(&tx, &shared, client).await;
         };
         warn!(connect = %shared.config.connect, session = %client.session_id(), ?state, "ZooKeeper session lost; building a new one");
         tx.send_modify(|v| {
@@ -193,8 +199,8 @@ async fn manage(tx: watch::Sender<SessionView>, shared: Arc<Shared>, mut client:
         client = loop {
             let far = Instant::now() + shared.config.connect_timeout;
             tokio::select! {
-                _ = tx.closed() => return close(&tx),
-                _ = shared.close.notified() => return close(&tx),
+                _ = tx.closed() => return mark_closed(&tx, &shared),
+                _ = shared.close.notified() => return mark_closed(&tx, &shared),
                 result = connect_until(&shared.config, far) => match result {
                     Ok(client) => break client,
                     Err(e) => {
@@ -212,7 +218,6 @@ async fn manage(tx: watch::Sender<SessionView>, shared: Arc<Shared>, mut client:
             v.health = Health::Connected;
         });
     }
-    close(&tx);
 }
 
 /// Follows one session's state until it ends.
@@ -252,13 +257,36 @@ async fn follow(tx: &watch::Sender<SessionView>, shared: &Shared, client: &zk::C
     }
 }
 
-fn close(tx: &watch::Sender<SessionView>) {
-    // Dropping the last `zk::Client` clone closes the session, which
-    // deletes its ephemeral nodes at once.
+/// Closes the session: dropping the last `zk::Client` clone makes the
+/// ZooKeeper client send CloseSession, which deletes the session's
+/// ephemeral nodes at once. Tasks drop their clones when they see the
+/// `Closed` view.
+async fn shutdown(tx: &watch::Sender<SessionView>, shared: &Shared, client: zk::Client) {
+    let mut states = client.state_watcher();
+    let terminated = states.peek_state().is_terminated();
+    drop(client);
     tx.send_modify(|v| {
         v.client = None;
         v.health = Health::Closed;
     });
+    if !terminated {
+        let closed = async {
+            while !states.changed().await.is_terminated() {}
+        };
+        if tokio::time::timeout(shared.config.session_timeout, closed).await.is_err() {
+            warn!("ZooKeeper did not confirm closing the session in time");
+        }
+    }
+    mark_closed(tx, shared);
+}
+
+/// Publishes the closed state and wakes [`Session::close`].
+fn mark_closed(tx: &watch::Sender<SessionView>, shared: &Shared) {
+    tx.send_modify(|v| {
+        v.client = None;
+        v.health = Health::Closed;
+    });
+    shared.done.send_replace(true);
     debug!("ZooKeeper session closed");
 }
 

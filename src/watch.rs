@@ -183,7 +183,8 @@ impl Watcher {
                     return;
                 }
             };
-            let Some(zk) = view.client.clone() else {
+            let epoch = view.epoch;
+            let Some(zk) = view.client else {
                 continue;
             };
             let synced = match self.sync(&zk).await {
@@ -208,7 +209,7 @@ impl Watcher {
                 Synced::Children(w) | Synced::Missing(w) => w,
             };
             drop(zk);
-            if !self.wait(watcher, &mut views, view.epoch).await {
+            if !self.wait(watcher, &mut views, epoch).await {
                 return;
             }
         }

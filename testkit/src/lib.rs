@@ -1,0 +1,34 @@
+//! Test and demo harness: real servers on free loopback ports.
+//!
+//! Everything here is synchronous (plain `std`), so it can be used from any
+//! test, async or not. Servers are child processes owned by the value that
+//! started them; dropping that value kills the process and removes its
+//! temporary directory, so a panicking test never leaks a server.
+//!
+//! * [`ZooKeeper`]: one standalone ZooKeeper server (Debian's `zookeeper`
+//!   package, launched directly with `java`).
+//! * [`Ensemble`]: N ZooKeeper servers forming a quorum on loopback.
+//! * [`ensure_installed`]: install missing Debian packages with `apt-get`.
+//! * [`free_port`], [`free_ports`], [`four_letter_word`]: small network helpers.
+//!
+//! ```no_run
+//! let mut zk = testkit::ZooKeeper::start()?;
+//! assert_eq!(zk.four_letter("ruok")?, "imok");
+//! let addr = zk.connect_string(); // "127.0.0.1:PORT"
+//! zk.stop();
+//! zk.start_again()?; // same port, same data
+//! # let _ = addr;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod ensemble;
+mod install;
+mod net;
+mod zookeeper;
+
+pub use ensemble::Ensemble;
+pub use install::ensure_installed;
+pub use net::{four_letter_word, free_port, free_ports};
+pub use zookeeper::ZooKeeper;
