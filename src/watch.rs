@@ -81,6 +81,7 @@ impl Watch {
             path: path.clone(),
             selection: selection.clone(),
             members: HashMap::new(),
+            listing: 0,
             vectors: BTreeMap::new(),
             vector_events: FuturesUnordered::new(),
             entries: BTreeMap::new(),
@@ -141,8 +142,13 @@ impl Watch {
     }
 }
 
-/// A member znode as cached: decoded, or known to be unusable.
-type Cached = Option<Arc<Member>>;
+/// A member znode as cached.
+struct Cached {
+    /// Decoded, or `None` when its data is unusable (warned once).
+    member: Option<Arc<Member>>,
+    /// The last listing that included it.
+    listed: u64,
+}
 
 /// What ended one synchronisation.
 enum Synced {
@@ -160,6 +166,8 @@ struct Watcher {
     selection: Selection,
     /// Member data by znode name.
     members: HashMap<String, Cached>,
+    /// Counts listings, to mark the members each one includes.
+    listing: u64,
     /// Weight vectors by znode name.
     vectors: BTreeMap<String, Vector>,
     /// Data watches on vector nodes; each yields the node's name.
@@ -281,28 +289,30 @@ impl Watcher {
             Err(e) => return Err(e),
         };
         let (names, watcher) = children;
-        let mut present = HashSet::with_capacity(names.len());
+        // Mark what is still listed, then sweep the rest: one lookup per
+        // child, no second set.
+        self.listing += 1;
+        let listing = self.listing;
         let mut new_members = Vec::new();
         let mut vectors_now = HashSet::new();
         for name in names {
             if name.starts_with(MEMBER_PREFIX) {
-                if !self.members.contains_key(&name) {
-                    new_members.push(name.clone());
+                match self.members.get_mut(&name) {
+                    Some(known) => known.listed = listing,
+                    None => new_members.push(name),
                 }
-                present.insert(name);
             } else if name.starts_with(VECTOR_PREFIX) {
                 vectors_now.insert(name);
             }
         }
-        let gone: Vec<String> = self
-            .members
-            .keys()
-            .filter(|name| !present.contains(*name))
-            .cloned()
-            .collect();
-        for name in &gone {
-            self.members.remove(name);
-        }
+        let mut gone = Vec::new();
+        self.members.retain(|name, known| {
+            let keep = known.listed == listing;
+            if !keep {
+                gone.push(name.clone());
+            }
+            keep
+        });
         let vectors_changed = self.sync_vectors(zk, &vectors_now).await?;
         let (added, failure) = self.read_members(zk, new_members).await;
         self.update(added, gone, vectors_changed);
@@ -319,16 +329,16 @@ impl Watcher {
         zk: &zk::Client,
         names: Vec<String>,
     ) -> (Vec<String>, Option<zk::Error>) {
-        let reads = names
-            .iter()
-            .map(|name| zk.get_data(&self.path.member_path(name)));
-        let results = join_all(reads).await;
+        let results = read_all(zk, &self.path, &names).await;
         let mut added = Vec::with_capacity(names.len());
         let mut failure = None;
         for (name, result) in names.into_iter().zip(results) {
             match result {
-                Ok((data, _)) => {
-                    let cached = decode(&self.path, &name, &data);
+                Ok(data) => {
+                    let cached = Cached {
+                        member: decode(&self.path, &name, &data),
+                        listed: self.listing,
+                    };
                     self.members.insert(name.clone(), cached);
                     added.push(name);
                 }
@@ -424,11 +434,63 @@ impl Watcher {
 
     /// The served entry for a cached member, if the selection serves it.
     fn entry(&self, name: &str) -> Option<Arc<Entry>> {
-        let member = self.members.get(name)?.as_ref()?;
+        let member = self.members.get(name)?.member.as_ref()?;
         let endpoint = self.selection.select(member)?.clone();
         let weight = vector::weight(self.vectors.values(), name, member.shard, &endpoint);
         Some(Arc::new(Entry::new(name, endpoint, weight, Arc::clone(member))))
     }
+}
+
+/// How many reads one multi-read request carries.
+const MULTI_READ_CHUNK: usize = 500;
+
+/// Reads the data of many member nodes. A few are read with plain
+/// pipelined reads; many with multi-reads of [`MULTI_READ_CHUNK`] nodes
+/// each (one round trip per chunk, all chunks in flight at once), falling
+/// back to plain reads for a chunk the server refuses as a whole (a server
+/// before 3.6, or a response over its size limit).
+async fn read_all(
+    zk: &zk::Client,
+    path: &ServerSetPath,
+    names: &[String],
+) -> Vec<std::result::Result<Vec<u8>, zk::Error>> {
+    if names.len() < 8 {
+        return read_each(zk, path, names).await;
+    }
+    let chunks = names.chunks(MULTI_READ_CHUNK).map(|chunk| async move {
+        let mut reader = zk.new_multi_reader();
+        for name in chunk {
+            if reader.add_get_data(&path.member_path(name)).is_err() {
+                return read_each(zk, path, chunk).await;
+            }
+        }
+        match reader.commit().await {
+            Ok(results) if results.len() == chunk.len() => results
+                .into_iter()
+                .map(|r| match r {
+                    zk::MultiReadResult::Data { data, .. } => Ok(data),
+                    zk::MultiReadResult::Error { err } => Err(err),
+                    _ => Err(zk::Error::UnexpectedError("unexpected multi-read result".into())),
+                })
+                .collect(),
+            _ => read_each(zk, path, chunk).await,
+        }
+    });
+    join_all(chunks).await.into_iter().flatten().collect()
+}
+
+/// Reads member nodes with one pipelined request each.
+async fn read_each(
+    zk: &zk::Client,
+    path: &ServerSetPath,
+    names: &[String],
+) -> Vec<std::result::Result<Vec<u8>, zk::Error>> {
+    let reads = names.iter().map(|name| zk.get_data(&path.member_path(name)));
+    join_all(reads)
+        .await
+        .into_iter()
+        .map(|r| r.map(|(data, _)| data))
+        .collect()
 }
 
 fn key(entry: &Entry) -> (u64, String) {
@@ -438,7 +500,7 @@ fn key(entry: &Entry) -> (u64, String) {
 
 /// Decodes one member, warning (once, since the result is cached) about
 /// anything unusable.
-fn decode(path: &ServerSetPath, name: &str, data: &[u8]) -> Cached {
+fn decode(path: &ServerSetPath, name: &str, data: &[u8]) -> Option<Arc<Member>> {
     match codec::decode(data) {
         Ok(decoded) => {
             for warning in decoded.warnings {
