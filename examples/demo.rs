@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use serversets::{Change, Client, Destination, Endpoint, Environment, Member, Selection, ServerSetPath};
+use serversets::{
+    Change, Client, Destination, Endpoint, Environment, Member, Selection, ServerSetPath,
+};
 
 #[tokio::main]
 async fn main() {
@@ -24,8 +26,7 @@ async fn main() {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -57,7 +58,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // What a JVM service would paste: zk2!hosts!/path!endpoint.
     let dest: Destination = format!("zk2!{connect}!{path}!http").parse()?;
     let watch = client
-        .watch_with(&dest.path, Selection::service().with_endpoint(dest.endpoint.clone()))
+        .watch_with(
+            &dest.path,
+            Selection::service().with_endpoint(dest.endpoint.clone()),
+        )
         .await?;
     println!("\n== watching {dest:?}");
     print_set("   current set", &watch.current());

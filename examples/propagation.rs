@@ -42,7 +42,10 @@ async fn run() -> Result<(), BoxError> {
     let client = Client::connect(&connect).await?;
     let acl = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
 
-    println!("create -> visible, {rounds} rounds per size, on {}", machine());
+    println!(
+        "create -> visible, {rounds} rounds per size, on {}",
+        machine()
+    );
     println!();
     println!("| members | initial load | ZooKeeper floor p50 / p99 | one children listing p50 | serversets p50 / p99 | naive re-read p50 / p99 |");
     println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -67,7 +70,11 @@ async fn run() -> Result<(), BoxError> {
             listing.push(started.elapsed());
         }
         let ours = measure_watch(&writer, &watch, &dir, rounds).await?;
-        let naive_rounds = if size >= 10_000 { rounds.min(10) } else { rounds };
+        let naive_rounds = if size >= 10_000 {
+            rounds.min(10)
+        } else {
+            rounds
+        };
         let naive = measure_naive(&connect, &writer, &dir, naive_rounds).await?;
         println!(
             "| {size} | {} | {} | {} | {} | {} |",
@@ -83,7 +90,10 @@ async fn run() -> Result<(), BoxError> {
 }
 
 fn member_data(i: usize) -> Vec<u8> {
-    codec::encode(&Member::new(Endpoint::new("10.0.0.1", (i % 60_000) as u16 + 1024)))
+    codec::encode(&Member::new(Endpoint::new(
+        "10.0.0.1",
+        (i % 60_000) as u16 + 1024,
+    )))
 }
 
 async fn create(writer: &zk::Client, dir: &str, data: &[u8]) -> Result<String, BoxError> {
@@ -169,7 +179,9 @@ async fn measure_naive(
         let name = create(writer, dir, &member_data(i)).await?;
         watcher.changed().await;
         let (children, _, _) = reader.get_and_watch_children(dir).await?;
-        let reads = children.iter().map(|c| reader.get_data(&format!("{dir}/{c}")));
+        let reads = children
+            .iter()
+            .map(|c| reader.get_data(&format!("{dir}/{c}")));
         let decoded = join_all(reads)
             .await
             .into_iter()
@@ -193,7 +205,11 @@ fn percentile(times: &[Duration], p: f64) -> Duration {
 }
 
 fn pair(times: &[Duration]) -> String {
-    format!("{} / {}", ms(percentile(times, 0.5)), ms(percentile(times, 0.99)))
+    format!(
+        "{} / {}",
+        ms(percentile(times, 0.5)),
+        ms(percentile(times, 0.99))
+    )
 }
 
 fn ms(d: Duration) -> String {
@@ -201,7 +217,9 @@ fn ms(d: Duration) -> String {
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -100,7 +100,9 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client> {
         let config = self.config;
         if config.connect.trim().is_empty() {
-            return Err(Error::InvalidConfig("the ZooKeeper connect string is empty".into()));
+            return Err(Error::InvalidConfig(
+                "the ZooKeeper connect string is empty".into(),
+            ));
         }
         if config.session_timeout.is_zero() || config.connect_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero".into()));

@@ -136,9 +136,9 @@ pub fn decode(data: &[u8]) -> Result<Decoded, DecodeError> {
                     Ok(e) => {
                         additional_endpoints.insert(name.clone(), e);
                     }
-                    Err(why) => warnings.push(format!(
-                        "additional endpoint {name:?} dropped: {why}"
-                    )),
+                    Err(why) => {
+                        warnings.push(format!("additional endpoint {name:?} dropped: {why}"))
+                    }
                 }
             }
         }
@@ -162,7 +162,9 @@ pub fn decode(data: &[u8]) -> Result<Decoded, DecodeError> {
         Some(value) => {
             let shard = value.as_i64().and_then(|n| i32::try_from(n).ok());
             if shard.is_none() {
-                warnings.push(format!("shard {value} is not a 32-bit integer; treated as unset"));
+                warnings.push(format!(
+                    "shard {value} is not a 32-bit integer; treated as unset"
+                ));
             }
             shard
         }
@@ -278,7 +280,10 @@ mod tests {
             (b"", DecodeError::Empty),
             (b"  ", DecodeError::Empty),
             (b"[1,2]", DecodeError::NotAnObject),
-            (br#"{"status":"ALIVE"}"#, DecodeError::ServiceEndpoint("missing")),
+            (
+                br#"{"status":"ALIVE"}"#,
+                DecodeError::ServiceEndpoint("missing"),
+            ),
             (
                 br#"{"serviceEndpoint":{"port":1}}"#,
                 DecodeError::ServiceEndpoint("host is missing"),
@@ -293,7 +298,12 @@ mod tests {
             ),
         ];
         for (data, want) in cases {
-            assert_eq!(decode(data).unwrap_err(), want, "{:?}", String::from_utf8_lossy(data));
+            assert_eq!(
+                decode(data).unwrap_err(),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
         }
         assert!(matches!(decode(b"{not json"), Err(DecodeError::Json(_))));
         assert!(matches!(decode(&[0xff, 0xfe]), Err(DecodeError::Json(_))));

@@ -76,7 +76,14 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for input in ["", "inet!h:1", "zk2!h:1", "zk2!!/a", "zk2!h:1!rel", "zk2!h:1!/a!b!c"] {
+        for input in [
+            "",
+            "inet!h:1",
+            "zk2!h:1",
+            "zk2!!/a",
+            "zk2!h:1!rel",
+            "zk2!h:1!/a!b!c",
+        ] {
             assert!(input.parse::<Destination>().is_err(), "{input:?}");
         }
     }

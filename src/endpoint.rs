@@ -126,7 +126,18 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for input in ["", "host", ":80", "host:", "host:99999", "host:-1", "::1:80", "[::1]80", "[x]:80", "a b:1"] {
+        for input in [
+            "",
+            "host",
+            ":80",
+            "host:",
+            "host:99999",
+            "host:-1",
+            "::1:80",
+            "[::1]80",
+            "[x]:80",
+            "a b:1",
+        ] {
             assert!(input.parse::<Endpoint>().is_err(), "{input:?}");
         }
     }

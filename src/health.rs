@@ -55,7 +55,9 @@ impl HealthWatcher {
         }
     }
 
-    pub(crate) fn of_session(rx: tokio::sync::watch::Receiver<crate::session::SessionView>) -> Self {
+    pub(crate) fn of_session(
+        rx: tokio::sync::watch::Receiver<crate::session::SessionView>,
+    ) -> Self {
         HealthWatcher {
             source: Source::Session(rx),
         }

@@ -54,7 +54,9 @@ mod snapshot;
 pub mod vector;
 mod watch;
 
-pub use client::{Client, ClientBuilder, RawChild, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT};
+pub use client::{
+    Client, ClientBuilder, RawChild, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
+};
 pub use destination::Destination;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};

@@ -158,7 +158,9 @@ mod tests {
 
     #[test]
     fn statuses_round_trip() {
-        for s in ["DEAD", "STARTING", "ALIVE", "STOPPING", "STOPPED", "WARNING"] {
+        for s in [
+            "DEAD", "STARTING", "ALIVE", "STOPPING", "STOPPED", "WARNING",
+        ] {
             assert_eq!(Status::parse(s).as_str(), s);
         }
         assert_eq!(Status::parse("alive"), Status::Unknown);

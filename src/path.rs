@@ -214,7 +214,10 @@ mod tests {
         let custom: Environment = "canary".parse().unwrap();
         let p = ServerSetPath::discovery(custom, "api").unwrap();
         assert_eq!(p.as_str(), "/discovery/canary/api");
-        assert_eq!("prod".parse::<Environment>().unwrap(), Environment::Production);
+        assert_eq!(
+            "prod".parse::<Environment>().unwrap(),
+            Environment::Production
+        );
     }
 
     #[test]
@@ -229,15 +232,25 @@ mod tests {
 
     #[test]
     fn accepts_any_absolute_path() {
-        for p in ["/", "/a", "/aurora/www-data/prod/hello", "/x y/ü/member-set"] {
+        for p in [
+            "/",
+            "/a",
+            "/aurora/www-data/prod/hello",
+            "/x y/ü/member-set",
+        ] {
             assert_eq!(ServerSetPath::new(p).unwrap().as_str(), p);
         }
-        assert_eq!(ServerSetPath::new("/").unwrap().member_path("member_1"), "/member_1");
+        assert_eq!(
+            ServerSetPath::new("/").unwrap().member_path("member_1"),
+            "/member_1"
+        );
     }
 
     #[test]
     fn rejects_bad_paths() {
-        for p in ["", "a", "a/b", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/a\u{0}"] {
+        for p in [
+            "", "a", "a/b", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/a\u{0}",
+        ] {
             let err = ServerSetPath::new(p).unwrap_err();
             assert!(matches!(err, Error::InvalidPath { .. }), "{p:?}");
             assert!(err.to_string().contains("invalid serverset path"));

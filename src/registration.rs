@@ -102,7 +102,9 @@ impl Registration {
         options: RegisterOptions,
     ) -> Result<Registration> {
         if options.interval.is_zero() {
-            return Err(Error::InvalidConfig("health check interval must be above zero".into()));
+            return Err(Error::InvalidConfig(
+                "health check interval must be above zero".into(),
+            ));
         }
         let (znode_tx, znode) = watch::channel(None);
         let (stop_tx, stop) = oneshot::channel();
@@ -223,12 +225,19 @@ impl Registrar {
                     Err(_) => break,
                 },
             };
-            if self.owned.as_ref().is_some_and(|o| o.generation != view.generation) {
+            if self
+                .owned
+                .as_ref()
+                .is_some_and(|o| o.generation != view.generation)
+            {
                 // The node died with its session; only this task re-creates it.
                 self.set_owned(None);
             }
             let next = match (view.client.clone(), healthy) {
-                (Some(zk), true) => self.ensure_present(&zk, view.generation, &mut uncertain).await,
+                (Some(zk), true) => {
+                    self.ensure_present(&zk, view.generation, &mut uncertain)
+                        .await
+                }
                 (Some(zk), false) => self.ensure_absent(&zk).await,
                 (None, _) => Next::Idle,
             };
@@ -352,10 +361,7 @@ impl Registrar {
                 Ok(Some(znode)) => {
                     info!(%znode, "recovered member created before the connection was lost");
                     *uncertain = None;
-                    self.set_owned(Some(Owned {
-                        generation,
-                        znode,
-                    }));
+                    self.set_owned(Some(Owned { generation, znode }));
                     return Next::Again;
                 }
                 Ok(None) => *uncertain = None,
@@ -365,10 +371,7 @@ impl Registrar {
         match self.create(zk).await {
             Ok(znode) => {
                 info!(%znode, "registered member");
-                self.set_owned(Some(Owned {
-                    generation,
-                    znode,
-                }));
+                self.set_owned(Some(Owned { generation, znode }));
                 Next::Again
             }
             Err(CreateError::Permanent(e)) => {
@@ -457,8 +460,12 @@ impl Registrar {
                 Ok(Ok(())) | Ok(Err(zk::Error::NoNode)) => {
                     info!(znode = %owned.znode, "deregistered member")
                 }
-                Ok(Err(e)) => warn!(znode = %owned.znode, error = %e, "cannot delete member; it goes with the session"),
-                Err(_) => warn!(znode = %owned.znode, "deleting member timed out; it goes with the session"),
+                Ok(Err(e)) => {
+                    warn!(znode = %owned.znode, error = %e, "cannot delete member; it goes with the session")
+                }
+                Err(_) => {
+                    warn!(znode = %owned.znode, "deleting member timed out; it goes with the session")
+                }
             }
         }
         self.set_owned(None);
@@ -477,8 +484,13 @@ impl CreateError {
     fn classify(operation: &'static str, path: &str, e: zk::Error) -> Self {
         use zk::Error::*;
         match e {
-            NoAuth | InvalidAcl | BadArguments(_) | NoChildrenForEphemerals | NoNode
-            | QuotaExceeded | Unimplemented => CreateError::Permanent(Error::zk(operation, path, e)),
+            NoAuth
+            | InvalidAcl
+            | BadArguments(_)
+            | NoChildrenForEphemerals
+            | NoNode
+            | QuotaExceeded
+            | Unimplemented => CreateError::Permanent(Error::zk(operation, path, e)),
             other => CreateError::Uncertain(other),
         }
     }

@@ -164,10 +164,9 @@ async fn connect_once(config: &Config) -> Result<zk::Client> {
         .connect(&config.connect)
         .await
         .map_err(|e| match e {
-            zk::Error::BadArguments(_) => Error::InvalidConfig(format!(
-                "connect string {:?}: {e}",
-                config.connect
-            )),
+            zk::Error::BadArguments(_) => {
+                Error::InvalidConfig(format!("connect string {:?}: {e}", config.connect))
+            }
             other => Error::Connect {
                 address: config.connect.clone(),
                 reason: other.to_string(),
@@ -270,10 +269,11 @@ async fn shutdown(tx: &watch::Sender<SessionView>, shared: &Shared, client: zk::
         v.health = Health::Closed;
     });
     if !terminated {
-        let closed = async {
-            while !states.changed().await.is_terminated() {}
-        };
-        if tokio::time::timeout(shared.config.session_timeout, closed).await.is_err() {
+        let closed = async { while !states.changed().await.is_terminated() {} };
+        if tokio::time::timeout(shared.config.session_timeout, closed)
+            .await
+            .is_err()
+        {
             warn!("ZooKeeper did not confirm closing the session in time");
         }
     }

@@ -166,7 +166,12 @@ mod tests {
     fn entry(seq: u64, weight: f64) -> Arc<Entry> {
         let name = format!("member_{seq:010}");
         let member = Arc::new(Member::new(Endpoint::new("h", seq as u16)));
-        Arc::new(Entry::new(&name, Endpoint::new("h", seq as u16), weight, member))
+        Arc::new(Entry::new(
+            &name,
+            Endpoint::new("h", seq as u16),
+            weight,
+            member,
+        ))
     }
 
     #[test]

@@ -75,11 +75,16 @@ fn descriptor(item: &Value) -> Result<Descriptor, &'static str> {
     if !weight.is_finite() || weight < 0.0 {
         return Err("\"weight\" must be a finite, non-negative number");
     }
-    let (kind, arg) = select.split_once('=').ok_or("\"select\" must be kind=value")?;
+    let (kind, arg) = select
+        .split_once('=')
+        .ok_or("\"select\" must be kind=value")?;
     let selector = match kind {
         "member" if !arg.is_empty() => Selector::Member(arg.to_owned()),
         "inet" => Selector::Inet(arg.parse().map_err(|_| "inet selector is not host:port")?),
-        "shard" => Selector::Shard(arg.parse().map_err(|_| "shard selector is not an integer")?),
+        "shard" => Selector::Shard(
+            arg.parse()
+                .map_err(|_| "shard selector is not an integer")?,
+        ),
         _ => return Err("unknown selector kind (member, inet, shard)"),
     };
     Ok(Descriptor { selector, weight })
@@ -118,8 +123,10 @@ mod tests {
 
     #[test]
     fn parses_finagle_example() {
-        let (v, w) = parse(br#"{"vector":[{"select":"member=member_0000000007","weight":2.0,"priority":1},
-            {"select":"inet=10.0.0.1:8080","weight":0.5},{"select":"shard=3","weight":1.5}]}"#)
+        let (v, w) = parse(
+            br#"{"vector":[{"select":"member=member_0000000007","weight":2.0,"priority":1},
+            {"select":"inet=10.0.0.1:8080","weight":0.5},{"select":"shard=3","weight":1.5}]}"#,
+        )
         .unwrap();
         assert!(w.is_empty());
         assert_eq!(
@@ -139,7 +146,10 @@ mod tests {
         let (b, _) = parse(br#"{"vector":[{"select":"inet=h:1","weight":0.5}]}"#).unwrap();
         let e = Endpoint::new("h", 1);
         assert_eq!(weight([&a, &b], "member_1", Some(3), &e), 2.0 * 1.5 * 0.5);
-        assert_eq!(weight([&a, &b], "member_2", None, &Endpoint::new("h", 2)), 1.0);
+        assert_eq!(
+            weight([&a, &b], "member_2", None, &Endpoint::new("h", 2)),
+            1.0
+        );
         assert_eq!(weight([], "member_1", None, &e), 1.0);
     }
 

@@ -374,8 +374,13 @@ impl Watcher {
             };
             let name = name.clone();
             let owned = name.clone();
-            self.vector_events
-                .push(async move { watcher.changed().await; owned }.boxed());
+            self.vector_events.push(
+                async move {
+                    watcher.changed().await;
+                    owned
+                }
+                .boxed(),
+            );
             let vector = match vector::parse(&data) {
                 Ok((vector, warnings)) => {
                     for warning in warnings {
@@ -413,7 +418,10 @@ impl Watcher {
             (added_entries, removed_entries) = crate::snapshot::diff(&old_snapshot, &new_snapshot);
         } else {
             for name in gone {
-                let k = (crate::member::member_sequence(&name).unwrap_or(u64::MAX), name);
+                let k = (
+                    crate::member::member_sequence(&name).unwrap_or(u64::MAX),
+                    name,
+                );
                 if let Some(entry) = self.entries.remove(&k) {
                     removed_entries.push(entry);
                 }
@@ -428,7 +436,8 @@ impl Watcher {
         let first = self.publisher.current().version() == 0;
         if first || !added_entries.is_empty() || !removed_entries.is_empty() {
             let entries = self.entries.values().cloned().collect();
-            self.publisher.publish(entries, added_entries, removed_entries);
+            self.publisher
+                .publish(entries, added_entries, removed_entries);
         }
     }
 
@@ -437,7 +446,12 @@ impl Watcher {
         let member = self.members.get(name)?.member.as_ref()?;
         let endpoint = self.selection.select(member)?.clone();
         let weight = vector::weight(self.vectors.values(), name, member.shard, &endpoint);
-        Some(Arc::new(Entry::new(name, endpoint, weight, Arc::clone(member))))
+        Some(Arc::new(Entry::new(
+            name,
+            endpoint,
+            weight,
+            Arc::clone(member),
+        )))
     }
 }
 
@@ -470,7 +484,9 @@ async fn read_all(
                 .map(|r| match r {
                     zk::MultiReadResult::Data { data, .. } => Ok(data),
                     zk::MultiReadResult::Error { err } => Err(err),
-                    _ => Err(zk::Error::UnexpectedError("unexpected multi-read result".into())),
+                    _ => Err(zk::Error::UnexpectedError(
+                        "unexpected multi-read result".into(),
+                    )),
                 })
                 .collect(),
             _ => read_each(zk, path, chunk).await,
@@ -485,7 +501,9 @@ async fn read_each(
     path: &ServerSetPath,
     names: &[String],
 ) -> Vec<std::result::Result<Vec<u8>, zk::Error>> {
-    let reads = names.iter().map(|name| zk.get_data(&path.member_path(name)));
+    let reads = names
+        .iter()
+        .map(|name| zk.get_data(&path.member_path(name)));
     join_all(reads)
         .await
         .into_iter()

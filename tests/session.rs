@@ -14,7 +14,11 @@ use serversets::{codec, Health, RegisterOptions};
 /// Expires the client's session from outside: resume it from a second
 /// connection and close that one.
 async fn expire(connect: &str, client: &serversets::Client) {
-    let session = client.zookeeper().expect("a live session").session().clone();
+    let session = client
+        .zookeeper()
+        .expect("a live session")
+        .session()
+        .clone();
     let mut last = None;
     for _ in 0..5 {
         match zk::Client::connector()
@@ -70,10 +74,22 @@ async fn session_expiry_restores_member_once_and_watch() {
     assert_eq!(stat.ephemeral_owner, client.session_id().unwrap());
 
     // The watch resumes on the new session: it sees the new node and more.
-    wait_set(&watch, "re-created member", |s| s.len() == 1 && s.entries()[0].name != before.rsplit('/').next().unwrap()).await;
-    observer.mkdir(set.as_str(), &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await.unwrap();
+    wait_set(&watch, "re-created member", |s| {
+        s.len() == 1 && s.entries()[0].name != before.rsplit('/').next().unwrap()
+    })
+    .await;
+    observer
+        .mkdir(
+            set.as_str(),
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
     raw_member(&observer, set.as_str(), &codec::encode(&member(7002))).await;
-    wait_set(&watch, "member added after expiry", |s| ports(s) == [7001, 7002]).await;
+    wait_set(&watch, "member added after expiry", |s| {
+        ports(s) == [7001, 7002]
+    })
+    .await;
     assert_eq!(watch.health(), Health::Connected);
 
     // Someone else deletes our member: it is re-created.
@@ -145,7 +161,10 @@ async fn health_check_removes_and_readds() {
             async move { flag.load(Ordering::SeqCst) }
         })
         .health_check_interval(Duration::from_millis(100));
-    let mut reg = client.register_with(&set, member(9001), options).await.unwrap();
+    let mut reg = client
+        .register_with(&set, member(9001), options)
+        .await
+        .unwrap();
     let watch = client.watch(&set).await.unwrap();
     assert_eq!(ports(&watch.current()), [9001]);
     let first = reg.znode().unwrap();
@@ -173,7 +192,10 @@ async fn health_check_removes_and_readds() {
             async move { flag.load(Ordering::SeqCst) }
         })
         .health_check_interval(Duration::from_millis(100));
-    let late = client.register_with(&set, member(9002), options).await.unwrap();
+    let late = client
+        .register_with(&set, member(9002), options)
+        .await
+        .unwrap();
     assert_eq!(late.znode(), None);
     down.store(true, Ordering::SeqCst);
     wait_set(&watch, "late member", |s| ports(s) == [9001, 9002]).await;

@@ -13,19 +13,29 @@ async fn add_remove_readd() {
     let client = client(&server.connect_string()).await;
     let set = path("/discovery/test/add-remove");
     let watch = client.watch(&set).await.unwrap();
-    assert!(watch.current().is_empty(), "a set whose path does not exist is empty");
+    assert!(
+        watch.current().is_empty(),
+        "a set whose path does not exist is empty"
+    );
     let mut changes = watch.changes();
 
     let a = client.register(&set, member(1001)).await.unwrap();
     let change = within("a added", changes.next()).await.unwrap();
     assert_eq!(ports(&change.snapshot), [1001]);
     assert_eq!(change.added.len(), 1);
-    assert_eq!(change.added[0].name, a.znode().unwrap().rsplit('/').next().unwrap());
+    assert_eq!(
+        change.added[0].name,
+        a.znode().unwrap().rsplit('/').next().unwrap()
+    );
 
     let b = client.register(&set, member(1002)).await.unwrap();
     let snap = wait_set(&watch, "b added", |s| s.len() == 2).await;
     assert_eq!(ports(&snap), [1001, 1002], "sorted by sequence");
-    assert_eq!(snap.leader().unwrap().endpoint.port, 1001, "oldest is leader");
+    assert_eq!(
+        snap.leader().unwrap().endpoint.port,
+        1001,
+        "oldest is leader"
+    );
 
     let a_name = a.znode().unwrap();
     a.close().await;
@@ -76,14 +86,20 @@ async fn two_thousand_members_seen_exactly() {
 
     let snap = wait_set(&watch, "2000 members", |s| s.len() == 2000).await;
     let seen: Vec<String> = snap.iter().map(|e| e.name.clone()).collect();
-    assert_eq!(seen, created, "exactly the created members, in sequence order");
+    assert_eq!(
+        seen, created,
+        "exactly the created members, in sequence order"
+    );
     let mut seen_ports: Vec<u16> = ports(&snap);
     seen_ports.sort();
     assert_eq!(seen_ports, (10_000..12_000).collect::<Vec<_>>());
 
     // Remove half: exactly the other half remains.
     for name in created.iter().step_by(2) {
-        writer.delete(&format!("/big/set/{name}"), None).await.unwrap();
+        writer
+            .delete(&format!("/big/set/{name}"), None)
+            .await
+            .unwrap();
     }
     let snap = wait_set(&watch, "1000 members", |s| s.len() == 1000).await;
     let seen: Vec<String> = snap.iter().map(|e| e.name.clone()).collect();
@@ -107,10 +123,20 @@ async fn finagle_member_from_another_client() {
     let m1 = raw_member(&jvm, dir, br#"{"serviceEndpoint":{"host":"10.0.0.1","port":8080},
         "additionalEndpoints":{"http":{"host":"10.0.0.1","port":8081},"admin":{"host":"10.0.0.1","port":9990}},
         "status":"ALIVE","shard":7,"metadata":{"zone":"eu-1"},"member_id":"x"}"#).await;
-    let _m2 = raw_member(&jvm, dir, br#"{"serviceEndpoint":{"host":"::1","port":8080},
-        "additionalEndpoints":{"admin":{"host":"::1","port":9990}},"status":"ALIVE","shard":3}"#).await;
-    let _m3 = raw_member(&jvm, dir, br#"{"serviceEndpoint":{"host":"10.0.0.3","port":8080},
-        "additionalEndpoints":{},"status":"STOPPING","shard":7}"#).await;
+    let _m2 = raw_member(
+        &jvm,
+        dir,
+        br#"{"serviceEndpoint":{"host":"::1","port":8080},
+        "additionalEndpoints":{"admin":{"host":"::1","port":9990}},"status":"ALIVE","shard":3}"#,
+    )
+    .await;
+    let _m3 = raw_member(
+        &jvm,
+        dir,
+        br#"{"serviceEndpoint":{"host":"10.0.0.3","port":8080},
+        "additionalEndpoints":{},"status":"STOPPING","shard":7}"#,
+    )
+    .await;
 
     let set = path(dir);
     let all = client.watch(&set).await.unwrap();
@@ -120,13 +146,19 @@ async fn finagle_member_from_another_client() {
     assert_eq!(first.name, m1.rsplit('/').next().unwrap());
     assert_eq!(first.endpoint, Endpoint::new("10.0.0.1", 8080));
     assert_eq!(first.member.shard, Some(7));
-    assert_eq!(first.member.metadata.get("zone").map(String::as_str), Some("eu-1"));
+    assert_eq!(
+        first.member.metadata.get("zone").map(String::as_str),
+        Some("eu-1")
+    );
     assert_eq!(first.member.additional("admin").unwrap().port, 9990);
     assert_eq!(first.member.status, Status::Alive);
     assert_eq!(snap.entries()[1].endpoint.to_string(), "[::1]:8080");
     assert_eq!(snap.leader().unwrap().name, first.name);
 
-    let http = client.watch_with(&set, Selection::endpoint("http")).await.unwrap();
+    let http = client
+        .watch_with(&set, Selection::endpoint("http"))
+        .await
+        .unwrap();
     assert_eq!(
         http.current().endpoints().cloned().collect::<Vec<_>>(),
         [Endpoint::new("10.0.0.1", 8081)],
@@ -136,7 +168,14 @@ async fn finagle_member_from_another_client() {
         .watch_with(&set, Selection::endpoint("admin").with_shard(3))
         .await
         .unwrap();
-    assert_eq!(shard3.current().endpoints().map(|e| e.to_string()).collect::<Vec<_>>(), ["[::1]:9990"]);
+    assert_eq!(
+        shard3
+            .current()
+            .endpoints()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>(),
+        ["[::1]:9990"]
+    );
 
     // Weight vectors: the product of every matching descriptor.
     let weights_of = |s: &serversets::Snapshot| s.iter().map(|e| e.weight).collect::<Vec<_>>();
@@ -146,18 +185,28 @@ async fn finagle_member_from_another_client() {
         r#"{{"vector":[{{"select":"member={m1_name}","weight":2.0,"priority":1}},{{"select":"shard=7","weight":1.5}},{{"select":"inet=[::1]:8080","weight":0.5}}]}}"#
     );
     let (_, seq) = jvm
-        .create(&format!("{dir}/vector_"), vector.as_bytes(), &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()))
+        .create(
+            &format!("{dir}/vector_"),
+            vector.as_bytes(),
+            &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()),
+        )
         .await
         .unwrap();
     let vector_path = format!("{dir}/vector_{seq}");
     let snap = wait_set(&all, "weights applied", |s| weights_of(s) == [3.0, 0.5]).await;
     assert_eq!(snap.len(), 2);
     // A second vector multiplies in; changing a vector's data is followed.
-    jvm.create(&format!("{dir}/vector_"), br#"{"vector":[{"select":"shard=3","weight":4}]}"#, &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()))
+    jvm.create(
+        &format!("{dir}/vector_"),
+        br#"{"vector":[{"select":"shard=3","weight":4}]}"#,
+        &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    wait_set(&all, "second vector", |s| weights_of(s) == [3.0, 2.0]).await;
+    jvm.set_data(&vector_path, br#"{"vector":[]}"#, None)
         .await
         .unwrap();
-    wait_set(&all, "second vector", |s| weights_of(s) == [3.0, 2.0]).await;
-    jvm.set_data(&vector_path, br#"{"vector":[]}"#, None).await.unwrap();
     wait_set(&all, "vector data change", |s| weights_of(s) == [1.0, 4.0]).await;
     // The named-endpoint watch weighs its own endpoint.
     wait_set(&http, "http weights", |s| weights_of(s) == [1.0]).await;
@@ -173,17 +222,29 @@ async fn malformed_members_are_skipped() {
     mkdir(&other, dir).await;
     let good1 = raw_member(&other, dir, &codec::encode(&member(1))).await;
     raw_member(&other, dir, b"{this is not json").await;
-    raw_member(&other, dir, br#"{"serviceEndpoint":{"port":80},"additionalEndpoints":{},"status":"ALIVE"}"#).await;
+    raw_member(
+        &other,
+        dir,
+        br#"{"serviceEndpoint":{"port":80},"additionalEndpoints":{},"status":"ALIVE"}"#,
+    )
+    .await;
     raw_member(&other, dir, br#"{"serviceEndpoint":{"host":"h","port":"80"},"additionalEndpoints":{},"status":"ALIVE"}"#).await;
     raw_member(&other, dir, b"").await;
     other
-        .create(&format!("{dir}/not_a_member"), &codec::encode(&member(9)), &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()))
+        .create(
+            &format!("{dir}/not_a_member"),
+            &codec::encode(&member(9)),
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
         .await
         .unwrap();
     let set = path(dir);
     let watch = client.watch(&set).await.unwrap();
     assert_eq!(ports(&watch.current()), [1]);
-    assert_eq!(watch.current().entries()[0].name, good1.rsplit('/').next().unwrap());
+    assert_eq!(
+        watch.current().entries()[0].name,
+        good1.rsplit('/').next().unwrap()
+    );
 
     // The set keeps being served as members come and go around the bad ones.
     raw_member(&other, dir, &codec::encode(&member(2))).await;
@@ -195,9 +256,14 @@ async fn malformed_members_are_skipped() {
     // inspect shows everything, with reasons.
     let children = client.inspect(&set).await.unwrap();
     assert_eq!(children.len(), 7);
-    let bad = children.iter().filter(|c| matches!(c.decoded, Some(Err(_)))).count();
+    let bad = children
+        .iter()
+        .filter(|c| matches!(c.decoded, Some(Err(_))))
+        .count();
     assert_eq!(bad, 5);
-    assert!(children.iter().any(|c| c.name == "not_a_member" && c.decoded.is_none()));
+    assert!(children
+        .iter()
+        .any(|c| c.name == "not_a_member" && c.decoded.is_none()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +276,12 @@ async fn path_created_and_deleted() {
     let watch = client.watch(&set).await.unwrap();
     assert!(watch.current().is_empty());
     mkdir(&other, "/late/arrival").await;
-    let m = raw_member(&other, "/late/arrival", &codec::encode(&Member::new(Endpoint::new("h", 5)))).await;
+    let m = raw_member(
+        &other,
+        "/late/arrival",
+        &codec::encode(&Member::new(Endpoint::new("h", 5))),
+    )
+    .await;
     wait_set(&watch, "member after path creation", |s| ports(s) == [5]).await;
     other.delete(&m, None).await.unwrap();
     other.delete("/late/arrival", None).await.unwrap();

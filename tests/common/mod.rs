@@ -93,16 +93,23 @@ pub fn ports(snapshot: &Snapshot) -> Vec<u16> {
 
 /// Creates a parent path (persistent) with a raw client.
 pub async fn mkdir(raw: &zk::Client, path: &str) {
-    raw.mkdir(path, &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()))
-        .await
-        .expect("mkdir");
+    raw.mkdir(
+        path,
+        &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+    )
+    .await
+    .expect("mkdir");
 }
 
 /// Creates a raw member node with `data`; returns its full path.
 pub async fn raw_member(raw: &zk::Client, path: &str, data: &[u8]) -> String {
     let prefix = format!("{path}/member_");
     let (_, seq) = raw
-        .create(&prefix, data, &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()))
+        .create(
+            &prefix,
+            data,
+            &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
+        )
         .await
         .expect("create member");
     format!("{prefix}{seq}")
