@@ -69,7 +69,7 @@ impl<'a> From<&'a Endpoint> for WireEndpoint<'a> {
 ///
 /// let json = codec::encode(&Member::new(Endpoint::new("10.0.0.1", 8080)));
 /// assert_eq!(
-///     std::str::from_utf8(&json).unwrap(),
+///     String::from_utf8_lossy(&json),
 ///     r#"{"serviceEndpoint":{"host":"10.0.0.1","port":8080},"additionalEndpoints":{},"status":"ALIVE"}"#
 /// );
 /// ```

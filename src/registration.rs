@@ -244,31 +244,24 @@ impl Registrar {
             // Hold no client clone while waiting: closing drops the session
             // when the last clone goes.
             drop(view);
-            let next = match next {
-                Next::Retry(why) if self.first.is_none() => {
-                    warn!(path = %self.path, error = %why, "registration will retry");
-                    Next::Retry(why)
-                }
-                Next::Retry(why) => {
-                    // Not yet reported: keep trying until register() gives up.
-                    tracing::debug!(path = %self.path, error = %why, "registration will retry");
-                    Next::Retry(why)
-                }
-                other => {
-                    if !matches!(other, Next::Again) {
-                        self.report(Ok(()));
-                        backoff.reset();
-                    }
-                    other
-                }
-            };
             let mut watcher: Option<zk::OneshotWatcher> = None;
             let mut pause = None;
             match next {
                 Next::Again => continue,
-                Next::Watch(w) => watcher = Some(w),
-                Next::Idle => {}
-                Next::Retry(_) => pause = Some(backoff.next_delay()),
+                Next::Retry(why) => {
+                    // Before register() returns, it reports; after, we log.
+                    if self.first.is_none() {
+                        warn!(path = %self.path, error = %why, "registration will retry");
+                    }
+                    pause = Some(backoff.next_delay());
+                }
+                settled => {
+                    self.report(Ok(()));
+                    backoff.reset();
+                    if let Next::Watch(w) = settled {
+                        watcher = Some(w);
+                    }
+                }
             }
             let has_check = self.options.health_check.is_some();
             let node_event = async move {

@@ -43,9 +43,10 @@ pub struct Vector {
 /// ```
 /// let (v, warnings) = serversets::vector::parse(
 ///     br#"{"vector":[{"select":"shard=3","weight":1.5},{"select":"bogus","weight":2}]}"#,
-/// ).unwrap();
+/// )?;
 /// assert_eq!(v.descriptors.len(), 1);
 /// assert_eq!(warnings.len(), 1);
+/// # Ok::<(), String>(())
 /// ```
 pub fn parse(data: &[u8]) -> Result<(Vector, Vec<String>), String> {
     let value: Value = serde_json::from_slice(data).map_err(|e| format!("invalid JSON: {e}"))?;

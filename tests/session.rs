@@ -36,6 +36,19 @@ async fn expire(connect: &str, client: &serversets::Client) {
     panic!("cannot resume the session to expire it: {last:?}");
 }
 
+/// Waits until the registration's znode is a different one than `old`.
+async fn new_znode(reg: &mut serversets::Registration, old: &str) -> String {
+    within("a re-created member", async {
+        loop {
+            match reg.znode() {
+                Some(z) if z != old => return z,
+                _ => reg.changed().await,
+            };
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_restores_member_once_and_watch() {
     let server = zookeeper();
@@ -56,17 +69,7 @@ async fn session_expiry_restores_member_once_and_watch() {
     assert_ne!(client.session_id().unwrap(), old_session);
 
     // The member is re-created on the new session, exactly once.
-    let after = within("member re-created", async {
-        loop {
-            if let Some(z) = reg.znode() {
-                if z != before {
-                    return z;
-                }
-            }
-            reg.changed().await;
-        }
-    })
-    .await;
+    let after = new_znode(&mut reg, &before).await;
     let nodes = member_nodes(&observer, set.as_str()).await;
     assert_eq!(nodes.len(), 1, "exactly one member after expiry: {nodes:?}");
     assert_eq!(format!("{}/{}", set, nodes[0].0), after);
@@ -78,13 +81,6 @@ async fn session_expiry_restores_member_once_and_watch() {
         s.len() == 1 && s.entries()[0].name != before.rsplit('/').next().unwrap()
     })
     .await;
-    observer
-        .mkdir(
-            set.as_str(),
-            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
-        )
-        .await
-        .unwrap();
     raw_member(&observer, set.as_str(), &codec::encode(&member(7002))).await;
     wait_set(&watch, "member added after expiry", |s| {
         ports(s) == [7001, 7002]
@@ -94,17 +90,7 @@ async fn session_expiry_restores_member_once_and_watch() {
 
     // Someone else deletes our member: it is re-created.
     observer.delete(&after, None).await.unwrap();
-    let again = within("re-created after delete", async {
-        loop {
-            if let Some(z) = reg.znode() {
-                if z != after {
-                    return z;
-                }
-            }
-            reg.changed().await;
-        }
-    })
-    .await;
+    let again = new_znode(&mut reg, &after).await;
     assert_ne!(again, after);
     assert_eq!(member_nodes(&observer, set.as_str()).await.len(), 2);
 }
@@ -148,19 +134,24 @@ async fn zookeeper_restart_and_outage() {
     assert_eq!(member_nodes(&other, set.as_str()).await.len(), 2);
 }
 
+/// Options whose health check answers what `flag` holds, every 100 ms.
+fn checked_by(flag: &Arc<AtomicBool>) -> RegisterOptions {
+    let flag = Arc::clone(flag);
+    RegisterOptions::new()
+        .health_check(move || {
+            let flag = Arc::clone(&flag);
+            async move { flag.load(Ordering::SeqCst) }
+        })
+        .health_check_interval(Duration::from_millis(100))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_removes_and_readds() {
     let server = zookeeper();
     let client = client(&server.connect_string()).await;
     let set = path("/discovery/test/health");
     let healthy = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&healthy);
-    let options = RegisterOptions::new()
-        .health_check(move || {
-            let flag = Arc::clone(&flag);
-            async move { flag.load(Ordering::SeqCst) }
-        })
-        .health_check_interval(Duration::from_millis(100));
+    let options = checked_by(&healthy);
     let mut reg = client
         .register_with(&set, member(9001), options)
         .await
@@ -185,13 +176,7 @@ async fn health_check_removes_and_readds() {
 
     // A registration that starts unhealthy has no node until it recovers.
     let down = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&down);
-    let options = RegisterOptions::new()
-        .health_check(move || {
-            let flag = Arc::clone(&flag);
-            async move { flag.load(Ordering::SeqCst) }
-        })
-        .health_check_interval(Duration::from_millis(100));
+    let options = checked_by(&down);
     let late = client
         .register_with(&set, member(9002), options)
         .await
