@@ -14,6 +14,8 @@
 //! - [`Client::watch`] → [`Watch`]: a lock-free current [`Snapshot`] and a
 //!   [`Changes`] stream with deltas; a change costs ZooKeeper reads of the
 //!   changed members only.
+//! - [`Source`]: what typed sets are built on; a [`Watch`] is one, a fixed
+//!   list (the `fixedset` crate) is another.
 //! - [`codec`], [`vector`], [`Destination`], [`Selection`]: the Finagle
 //!   formats, usable without a connection.
 //!
@@ -51,6 +53,7 @@ mod registration;
 mod selection;
 mod session;
 mod snapshot;
+mod source;
 pub mod vector;
 mod watch;
 
@@ -63,10 +66,11 @@ pub use error::{Error, Result};
 pub use health::{Health, HealthWatcher};
 pub use member::{member_sequence, Member, Status, MEMBER_PREFIX, VECTOR_PREFIX};
 pub use path::{Environment, ServerSetPath, DISCOVERY_ROOT};
-pub use publisher::Changes;
+pub use publisher::{Changes, Publisher};
 pub use registration::{RegisterOptions, Registration};
 pub use selection::Selection;
 pub use snapshot::{Change, Entry, Snapshot};
+pub use source::Source;
 pub use watch::Watch;
 /// The ZooKeeper client crate this one is built on.
 pub use zookeeper_client;

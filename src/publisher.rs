@@ -19,16 +19,42 @@ struct Published {
 }
 
 /// The writing side of a set: swaps the current snapshot atomically and
-/// wakes subscribers.
+/// wakes subscribers. A [`Watch`](crate::Watch) uses one; so can any other
+/// [`Source`](crate::Source), such as a fixed list.
+///
+/// ```
+/// use std::sync::Arc;
+/// use serversets::{Endpoint, Entry, Member, Publisher};
+///
+/// let publisher = Publisher::new();
+/// let mut changes = publisher.subscribe();
+/// let endpoint = Endpoint::new("10.0.0.1", 11211);
+/// let entry = Entry::new(&endpoint.to_string(), endpoint.clone(), 1.0, Arc::new(Member::new(endpoint)));
+/// publisher.replace(vec![Arc::new(entry)]);
+/// assert_eq!(publisher.current().len(), 1);
+/// # tokio_test_block(async move {
+/// let change = changes.next().await.unwrap();
+/// assert_eq!(change.added.len(), 1);
+/// # });
+/// # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
 #[derive(Debug)]
-pub(crate) struct Publisher {
+pub struct Publisher {
     current: ArcSwap<Snapshot>,
     tx: watch::Sender<Arc<Published>>,
 }
 
+impl Default for Publisher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Publisher {
     /// A publisher holding an empty snapshot of version 0.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let (tx, _) = watch::channel(Arc::new(Published::default()));
         Publisher {
             current: ArcSwap::from_pointee(Snapshot::default()),
@@ -37,7 +63,7 @@ impl Publisher {
     }
 
     /// The current snapshot: one atomic load, no lock, no await.
-    pub(crate) fn current(&self) -> Arc<Snapshot> {
+    pub fn current(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
@@ -59,9 +85,26 @@ impl Publisher {
         snapshot
     }
 
+    /// Publishes `entries` as the new set, computing the delta from the
+    /// current one; publishes nothing when they are equal.
+    pub fn replace(&self, entries: Vec<Arc<Entry>>) -> Arc<Snapshot> {
+        let current = self.current();
+        let candidate = Snapshot::new(current.version(), entries);
+        let (added, removed) = diff(&current, &candidate);
+        if added.is_empty() && removed.is_empty() && current.version() > 0 {
+            return current;
+        }
+        self.publish(candidate.entries().to_vec(), added, removed)
+    }
+
+    /// A subscriber that starts from the current snapshot.
+    pub fn subscribe(&self) -> Changes {
+        self.subscribe_keeping(Arc::new(()))
+    }
+
     /// A subscriber that starts from the current snapshot; `keep_alive`
     /// is held as long as the subscription (it keeps the source running).
-    pub(crate) fn subscribe(&self, keep_alive: Arc<dyn Send + Sync>) -> Changes {
+    pub(crate) fn subscribe_keeping(&self, keep_alive: Arc<dyn Send + Sync>) -> Changes {
         let mut rx = self.tx.subscribe();
         rx.mark_unchanged();
         Changes {
@@ -152,8 +195,8 @@ mod tests {
     #[tokio::test]
     async fn coalesces_for_slow_subscribers() {
         let p = Publisher::new();
-        let mut fast = p.subscribe(Arc::new(()));
-        let mut slow = p.subscribe(Arc::new(()));
+        let mut fast = p.subscribe();
+        let mut slow = p.subscribe();
         p.publish(vec![entry(1)], vec![entry(1)], vec![]);
         let c = fast.next().await.unwrap();
         assert_eq!(c.added.len(), 1);

@@ -29,8 +29,10 @@ impl Entry {
         (self.sequence.unwrap_or(u64::MAX), &self.name)
     }
 
-    /// Builds an entry for a member znode.
-    pub(crate) fn new(name: &str, endpoint: Endpoint, weight: f64, member: Arc<Member>) -> Self {
+    /// An entry named `name` (a member znode name, or any stable key such
+    /// as `host:port` for a fixed list); the sequence number is read from
+    /// `member_NNNNNNNNNN` names.
+    pub fn new(name: &str, endpoint: Endpoint, weight: f64, member: Arc<Member>) -> Self {
         Entry {
             name: name.to_owned(),
             sequence: member_sequence(name),

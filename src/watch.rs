@@ -118,7 +118,7 @@ impl Watch {
     pub fn changes(&self) -> Changes {
         self.inner
             .publisher
-            .subscribe(Arc::clone(&self.inner) as Arc<dyn Send + Sync>)
+            .subscribe_keeping(Arc::clone(&self.inner) as Arc<dyn Send + Sync>)
     }
 
     /// Whether the set is in sync with ZooKeeper right now.
@@ -139,6 +139,16 @@ impl Watch {
     /// The endpoint selection this watch serves.
     pub fn selection(&self) -> &Selection {
         &self.inner.selection
+    }
+}
+
+impl crate::Source for Watch {
+    fn current(&self) -> Arc<Snapshot> {
+        Watch::current(self)
+    }
+
+    fn changes(&self) -> Changes {
+        Watch::changes(self)
     }
 }
 

@@ -82,7 +82,7 @@ fn is_installed(name: &str) -> io::Result<bool> {
 }
 
 /// Whether this process runs as root (`id -u` prints 0).
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .stdin(Stdio::null())

@@ -8,8 +8,13 @@
 //! * [`ZooKeeper`]: one standalone ZooKeeper server (Debian's `zookeeper`
 //!   package, launched directly with `java`).
 //! * [`Ensemble`]: N ZooKeeper servers forming a quorum on loopback.
+//! * [`Memcached`]: one memcached server, with direct text-protocol helpers
+//!   to seed and inspect its contents.
+//! * [`HttpServer`]: a tiny in-process HTTP/1.1 server (keep-alive, `/echo`,
+//!   request counting) that can be stopped and restarted on the same port.
 //! * [`ensure_installed`]: install missing Debian packages with `apt-get`.
-//! * [`free_port`], [`free_ports`], [`four_letter_word`]: small network helpers.
+//! * [`free_port`], [`free_ports`], [`dead_endpoint`], [`four_letter_word`]:
+//!   small network helpers.
 //!
 //! ```no_run
 //! let mut zk = testkit::ZooKeeper::start()?;
@@ -24,11 +29,15 @@
 #![warn(missing_docs)]
 
 mod ensemble;
+mod http;
 mod install;
+mod memcached;
 mod net;
 mod zookeeper;
 
 pub use ensemble::Ensemble;
+pub use http::HttpServer;
 pub use install::ensure_installed;
-pub use net::{four_letter_word, free_port, free_ports};
+pub use memcached::Memcached;
+pub use net::{dead_endpoint, four_letter_word, free_port, free_ports};
 pub use zookeeper::ZooKeeper;

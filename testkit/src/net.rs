@@ -39,6 +39,19 @@ pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
         .collect()
 }
 
+/// Returns `"127.0.0.1:PORT"` for a port nothing listens on (it was free a
+/// moment ago), for tests of unreachable servers: connecting to it is
+/// refused.
+///
+/// Like [`free_port`], the port might be taken by someone else later.
+///
+/// # Errors
+///
+/// Fails if binding a loopback socket fails.
+pub fn dead_endpoint() -> io::Result<String> {
+    Ok(format!("127.0.0.1:{}", free_port()?))
+}
+
 /// Sends a ZooKeeper four-letter-word command (`ruok`, `srvr`, `mntr`,
 /// `cons`, `stat`, ...) to `addr` and returns the whole reply.
 ///
