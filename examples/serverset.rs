@@ -16,6 +16,11 @@
 //!
 //! # Every child of a set, raw, and whether it parses as a member:
 //! cargo run --release --example serverset -- ls 127.0.0.1:2181 /discovery/prod/users
+//!
+//! # Which memcache server each key (one per stdin line) goes to, by the
+//! # ketama ring Finagle and pylibmc (ketama_weighted) use:
+//! printf 'user:1\nuser:2\n' | cargo run --release --example serverset -- \
+//!     ring --servers 10.0.0.1:11211,10.0.0.2:11211:2
 //! ```
 //!
 //! Every command takes `--session-timeout SECS`, `--connect-timeout SECS`
@@ -52,7 +57,8 @@ use tracing::{debug, info, warn};
     serverset watch 127.0.0.1:2181 /discovery/prod/users --once\n  \
     serverset watch 'zk2!127.0.0.1:2181!/discovery/prod/users!http'\n  \
     serverset register 127.0.0.1:2181 /discovery/prod/users 10.0.0.1:9090 --additional http=10.0.0.1:8080\n  \
-    serverset ls 127.0.0.1:2181 /discovery/prod/users\n\n\
+    serverset ls 127.0.0.1:2181 /discovery/prod/users\n  \
+    printf 'user:1\\n' | serverset ring --servers 10.0.0.1:11211,10.0.0.2:11211:2\n\n\
 Logs go to stderr (RUST_LOG, default warn). Exit codes: 0 ok, 1 runtime error, 2 usage error."
 )]
 struct Cli {
@@ -126,6 +132,17 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Read keys from stdin, one a line, and print `key<TAB>host:port`: the
+    /// memcache server the ketama ring sends each key to.
+    Ring {
+        /// The servers, HOST:PORT[:WEIGHT],...
+        #[arg(long, value_name = "HOST:PORT[:WEIGHT],...")]
+        servers: String,
+        /// Follow libmemcached's (pylibmc's) float arithmetic where it
+        /// differs from Finagle's for some server counts
+        #[arg(long)]
+        libmemcached: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +196,7 @@ enum Plan {
         connect: Connect,
         path: ServerSetPath,
     },
+    Ring(mcset::KetamaRing),
 }
 
 /// Checks what clap cannot: paths, endpoints, `K=V` pairs, destinations.
@@ -259,7 +277,42 @@ fn plan(command: Command) -> Result<Plan, String> {
                 path,
             }
         }
+        Command::Ring {
+            servers,
+            libmemcached,
+        } => {
+            let servers = fixedset::parse_list(&servers).map_err(|e| format!("--servers: {e}"))?;
+            if servers.is_empty() {
+                return Err("--servers: give at least one HOST:PORT".into());
+            }
+            let nodes = servers
+                .into_iter()
+                .map(|s| mcset::ring::Node::new(s.endpoint, s.weight))
+                .collect();
+            let compatibility = if libmemcached {
+                mcset::Compatibility::Libmemcached
+            } else {
+                mcset::Compatibility::Finagle
+            };
+            Plan::Ring(mcset::KetamaRing::with_compatibility(nodes, compatibility))
+        }
     })
+}
+
+/// `ring`: one `key<TAB>host:port` line per stdin line.
+fn ring(ring: &mcset::KetamaRing) -> Result<(), BoxError> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    for line in io::stdin().lines() {
+        let key = line?;
+        let key = key.strip_suffix('\r').unwrap_or(&key);
+        match ring.pick(key.as_bytes()) {
+            Some(node) => writeln!(out, "{key}\t{}", node.endpoint)?,
+            None => return Err("no server has a positive weight".into()),
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// `<ZK> <PATH>`, or a Finagle destination alone.
@@ -324,6 +377,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors: clap prints them and exits 2
     init_logging();
     let plan = match plan(cli.command) {
+        Ok(Plan::Ring(r)) => {
+            return match ring(&r) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", one_line(&e.to_string()));
+                    ExitCode::from(1)
+                }
+            };
+        }
         Ok(plan) => plan,
         Err(message) => {
             eprintln!("error: {}", one_line(&message));
@@ -384,6 +446,7 @@ async fn run(plan: Plan) -> Result<(), BoxError> {
             member,
         } => register(&mut signals, connect, path, member).await,
         Plan::Ls { connect, path } => ls(&mut signals, connect, path).await,
+        Plan::Ring(r) => ring(&r),
     }
 }
 

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -674,5 +674,56 @@ fn usage_errors_exit_2_and_unreachable_zookeeper_exits_1() {
             errors[0].contains(&addr),
             "{args:?}: names the address: {out:?}"
         );
+    }
+}
+
+#[test]
+fn ring_prints_the_ketama_server_for_each_key() {
+    // The shared twitter/util + libmemcached test vector: key keyhash point server.
+    let vector = include_str!("../../shared/ketama/ketama_results");
+    let servers = "10.0.1.1:11211:600,10.0.1.2:11211:300,10.0.1.3:11211:200,10.0.1.4:11211:350,\
+                   10.0.1.5:11211:1000,10.0.1.6:11211:800,10.0.1.7:11211:950,10.0.1.8:11211:100";
+    let rows: Vec<(&str, &str)> = vector
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            Some((*fields.first()?, *fields.get(3)?))
+        })
+        .collect();
+    assert_eq!(rows.len(), 99);
+    let input: String = rows.iter().map(|(key, _)| format!("{key}\n")).collect();
+    let mut child = Command::new(binary())
+        .args(["ring", "--servers", servers])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ring");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write keys");
+    let output = child.wait_with_output().expect("ring output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 99);
+    for (line, (key, server)) in lines.iter().zip(&rows) {
+        assert_eq!(*line, format!("{key}\t{server}:11211"));
+    }
+
+    // Usage errors exit 2.
+    for bad in [
+        vec!["ring"],
+        vec!["ring", "--servers", "nohost"],
+        vec!["ring", "--servers", ""],
+    ] {
+        assert_eq!(run(&bad).status.code(), Some(2), "{bad:?}");
     }
 }

@@ -134,9 +134,10 @@ async fn bodies_headers_and_errors() {
     });
     let b = HttpServer::start("b").expect("http server");
     let mixed = HttpSet::new(FixedSet::from_endpoints([rude_endpoint, endpoint(&b)]));
+    // A POST may have been processed: it is returned as failed.
     let (mut failures, mut answers) = (0, 0);
     for _ in 0..2 {
-        match mixed.get("/").send().await {
+        match mixed.post("/").body("x").send().await {
             Ok(response) => {
                 assert_eq!(response.text().await.unwrap(), "b");
                 answers += 1;
@@ -154,6 +155,12 @@ async fn bodies_headers_and_errors() {
         1,
         "the failed request was not sent again elsewhere"
     );
+    // An idempotent GET is sent on to the next endpoint.
+    for _ in 0..4 {
+        let response = mixed.get("/").send().await.expect("GET retried elsewhere");
+        assert_eq!(response.text().await.unwrap(), "b");
+    }
+    assert_eq!(b.requests(), 5);
 
     // No endpoints: a clear error at once.
     set.replace_endpoints([]);
