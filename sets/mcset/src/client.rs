@@ -3,11 +3,12 @@
 //! One `memcache::Client` (an r2d2 pool, lazy, no test-on-checkout) per
 //! server, created when a server joins and dropped when it leaves. The ring
 //! and the clients are one immutable state swapped atomically; a request
-//! loads it without a lock, picks the server, and runs the blocking call on
-//! tokio's blocking pool.
+//! loads it without a lock (rebuilding it first, once, after the set
+//! changed), picks the server, and runs the blocking call on tokio's
+//! blocking pool.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -64,14 +65,11 @@ pub struct McSet {
 }
 
 struct Inner {
-    state: Arc<ArcSwap<State>>,
-    follower: tokio::task::AbortHandle,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.follower.abort();
-    }
+    source: Box<dyn Source>,
+    options: Options,
+    state: ArcSwap<State>,
+    /// Held by the one request that rebuilds a stale state.
+    rebuilding: Mutex<()>,
 }
 
 impl std::fmt::Debug for McSet {
@@ -97,50 +95,64 @@ struct Server {
 }
 
 impl McSet {
-    /// A client over `source` with default [`Options`]. Must be called
-    /// inside a tokio runtime (it spawns the task that follows the set).
+    /// A client over `source` with default [`Options`].
     pub fn new(source: impl Source) -> Self {
         Self::with_options(source, Options::default())
     }
 
     /// A client over `source` with these options.
+    ///
+    /// The client follows its source without a task of its own: each call
+    /// compares the source's snapshot version with the ring's (one atomic
+    /// load) and, after a change, one call rebuilds the ring, reusing the
+    /// clients of servers that stayed, while concurrent calls go on with
+    /// the previous ring.
     pub fn with_options(source: impl Source, options: Options) -> Self {
-        let mut changes = source.changes();
-        let state = Arc::new(ArcSwap::from_pointee(build(
-            &source.current(),
-            &options,
-            &HashMap::new(),
-        )));
-        let shared = Arc::clone(&state);
-        let follower = tokio::spawn(async move {
-            // Holding the source keeps a ZooKeeper watch alive.
-            let _source = source;
-            while let Some(change) = changes.next().await {
-                let old = shared.load_full();
-                let reuse: HashMap<Endpoint, Arc<Server>> = old
-                    .servers
-                    .iter()
-                    .map(|s| (s.endpoint.clone(), Arc::clone(s)))
-                    .collect();
-                shared.store(Arc::new(build(&change.snapshot, &options, &reuse)));
-                debug!(servers = change.snapshot.len(), "memcache ring rebuilt");
-            }
-        })
-        .abort_handle();
+        let state = build(&source.current(), &options, &HashMap::new());
         McSet {
-            inner: Arc::new(Inner { state, follower }),
+            inner: Arc::new(Inner {
+                source: Box::new(source),
+                options,
+                state: ArcSwap::from_pointee(state),
+                rebuilding: Mutex::new(()),
+            }),
         }
+    }
+
+    /// The ring for the source's current snapshot (rebuilt here if stale).
+    fn state(&self) -> Arc<State> {
+        let state = self.inner.state.load_full();
+        let snapshot = self.inner.source.current();
+        if snapshot.version() == state.version {
+            return state;
+        }
+        let Ok(_guard) = self.inner.rebuilding.try_lock() else {
+            return state; // another call is rebuilding; use the last ring
+        };
+        let current = self.inner.state.load_full();
+        if current.version == snapshot.version() {
+            return current;
+        }
+        let reuse: HashMap<Endpoint, Arc<Server>> = current
+            .servers
+            .iter()
+            .map(|s| (s.endpoint.clone(), Arc::clone(s)))
+            .collect();
+        let fresh = Arc::new(build(&snapshot, &self.inner.options, &reuse));
+        self.inner.state.store(Arc::clone(&fresh));
+        debug!(servers = fresh.servers.len(), "memcache ring rebuilt");
+        fresh
     }
 
     /// The servers in the ring now.
     pub fn servers(&self) -> Vec<Endpoint> {
-        let state = self.inner.state.load();
+        let state = self.state();
         state.servers.iter().map(|s| s.endpoint.clone()).collect()
     }
 
     /// The server `key` goes to now, if there is one.
     pub fn server_for(&self, key: &str) -> Option<Endpoint> {
-        let state = self.inner.state.load();
+        let state = self.state();
         let index = state.ring.pick_index(key.as_bytes())?;
         state.servers.get(index).map(|s| s.endpoint.clone())
     }
@@ -206,7 +218,7 @@ impl McSet {
         for key in keys {
             check_key(key)?;
         }
-        let state = self.inner.state.load_full();
+        let state = self.state();
         let mut by_server: HashMap<usize, Vec<String>> = HashMap::new();
         for key in keys {
             let index = state
@@ -237,7 +249,7 @@ impl McSet {
     {
         check_key(key)?;
         let server = {
-            let state = self.inner.state.load();
+            let state = self.state();
             let index = state
                 .ring
                 .pick_index(key.as_bytes())
