@@ -11,7 +11,7 @@ use crate::health::{Health, HealthWatcher};
 use crate::member::{Member, MEMBER_PREFIX};
 use crate::path::ServerSetPath;
 use crate::registration::{RegisterOptions, Registration};
-use crate::selection::Selection;
+use crate::selection::{Selection, WatchOptions};
 use crate::session::{Config, Session};
 use crate::watch::Watch;
 
@@ -167,9 +167,14 @@ impl Client {
         self.watch_with(path, Selection::service()).await
     }
 
-    /// Watches the set at `path` with an endpoint selection.
-    pub async fn watch_with(&self, path: &ServerSetPath, selection: Selection) -> Result<Watch> {
-        Watch::start(self.session.clone(), path.clone(), selection).await
+    /// Watches the set at `path` with an endpoint selection, or with
+    /// [`WatchOptions`] (which can also hold removals back).
+    pub async fn watch_with(
+        &self,
+        path: &ServerSetPath,
+        options: impl Into<WatchOptions>,
+    ) -> Result<Watch> {
+        Watch::start(self.session.clone(), path.clone(), options.into()).await
     }
 
     /// Reads every child of `path` as it is, for diagnosis (the CLI's

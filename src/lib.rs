@@ -54,6 +54,7 @@ mod selection;
 mod session;
 mod snapshot;
 mod source;
+mod stabilizer;
 pub mod vector;
 mod watch;
 
@@ -68,7 +69,7 @@ pub use member::{member_sequence, Member, Status, MEMBER_PREFIX, VECTOR_PREFIX};
 pub use path::{Environment, ServerSetPath, DISCOVERY_ROOT};
 pub use publisher::{Changes, Publisher};
 pub use registration::{RegisterOptions, Registration};
-pub use selection::Selection;
+pub use selection::{Selection, WatchOptions};
 pub use snapshot::{Change, Entry, Snapshot};
 pub use source::Source;
 pub use watch::Watch;

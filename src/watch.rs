@@ -14,6 +14,7 @@ use futures::future::{join_all, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 use zookeeper_client as zk;
 
@@ -23,9 +24,10 @@ use crate::health::{Health, HealthWatcher};
 use crate::member::{Member, MEMBER_PREFIX, VECTOR_PREFIX};
 use crate::path::ServerSetPath;
 use crate::publisher::{Changes, Publisher};
-use crate::selection::Selection;
+use crate::selection::{Selection, WatchOptions};
 use crate::session::{connected, Backoff, Session};
 use crate::snapshot::{Entry, Snapshot};
+use crate::stabilizer::Stabilizer;
 use crate::vector::{self, Vector};
 
 /// A watched serverset. Cloning is cheap; the watch runs until the last
@@ -70,8 +72,9 @@ impl Watch {
     pub(crate) async fn start(
         session: Session,
         path: ServerSetPath,
-        selection: Selection,
+        options: WatchOptions,
     ) -> Result<Watch> {
+        let selection = options.served().clone();
         let publisher = Arc::new(Publisher::new());
         let (health_tx, health) = watch::channel(Health::Disconnected);
         let (ready_tx, ready) = oneshot::channel();
@@ -85,6 +88,7 @@ impl Watch {
             vectors: BTreeMap::new(),
             vector_events: FuturesUnordered::new(),
             entries: BTreeMap::new(),
+            stabilizer: options.removal_window().map(Stabilizer::new),
             publisher: Arc::clone(&publisher),
             health: health_tx,
             ready: Some(ready_tx),
@@ -184,6 +188,8 @@ struct Watcher {
     vector_events: FuturesUnordered<BoxFuture<'static, String>>,
     /// The served entries, in snapshot order.
     entries: BTreeMap<(u64, String), Arc<Entry>>,
+    /// Holds removals back, when configured.
+    stabilizer: Option<Stabilizer>,
     publisher: Arc<Publisher>,
     health: watch::Sender<Health>,
     ready: Option<oneshot::Sender<()>>,
@@ -243,7 +249,21 @@ impl Watcher {
     ) -> bool {
         let mut children = watcher.changed().boxed();
         loop {
+            let expiry = self.next_expiry();
+            let expired = async {
+                match expiry {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = expired => {
+                    if let Some(stabilizer) = &mut self.stabilizer {
+                        if stabilizer.expire(Instant::now()) {
+                            self.publish_stabilized();
+                        }
+                    }
+                }
                 event = &mut children => {
                     debug!(path = %self.path, ?event.event_type, ?event.session_state, "watch fired");
                     return true;
@@ -443,12 +463,30 @@ impl Watcher {
                 }
             }
         }
+        if let Some(stabilizer) = &mut self.stabilizer {
+            stabilizer.observe(&added_entries, &removed_entries, Instant::now());
+            self.publish_stabilized();
+            return;
+        }
         let first = self.publisher.current().version() == 0;
         if first || !added_entries.is_empty() || !removed_entries.is_empty() {
             let entries = self.entries.values().cloned().collect();
             self.publisher
                 .publish(entries, added_entries, removed_entries);
         }
+    }
+
+    /// Publishes the stabilized view of the entries, if it changed.
+    fn publish_stabilized(&mut self) {
+        if let Some(stabilizer) = &self.stabilizer {
+            let view = stabilizer.view(self.entries.values());
+            self.publisher.replace(view);
+        }
+    }
+
+    /// When held-back removals are due, if any are.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.stabilizer.as_ref().and_then(Stabilizer::next_deadline)
     }
 
     /// The served entry for a cached member, if the selection serves it.

@@ -290,3 +290,69 @@ async fn path_created_and_deleted() {
     raw_member(&other, "/late/arrival", &codec::encode(&member(6))).await;
     wait_set(&watch, "member after re-creation", |s| ports(s) == [6]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_members_with_and_without_stabilization() {
+    use serversets::WatchOptions;
+    use std::time::Duration;
+
+    let server = zookeeper();
+    let client = client(&server.connect_string()).await;
+    let set = path("/discovery/test/flappy");
+    let a = client.register(&set, member(4001)).await.unwrap();
+    let plain = client.watch(&set).await.unwrap();
+    let window = Duration::from_secs(4);
+    let stable = client
+        .watch_with(&set, WatchOptions::new().hold_removals(window))
+        .await
+        .unwrap();
+    let a_name = stable.current().entries()[0].name.clone();
+    let mut plain_changes = plain.changes();
+    let mut stable_changes = stable.changes();
+
+    // A flap: the member leaves and registers again (a new znode name).
+    a.close().await;
+    let a = client.register(&set, member(4001)).await.unwrap();
+    // Off by default: users see it go and come back.
+    let mut removed = 0;
+    let mut added = 0;
+    within("plain watch sees the flap", async {
+        while removed == 0 || added == 0 {
+            let change = plain_changes.next().await.unwrap();
+            removed += change.removed.len();
+            added += change.added.len();
+        }
+    })
+    .await;
+    assert_eq!(plain.current().len(), 1);
+
+    // On: a later, unrelated change is the first thing users see, and it
+    // carries only that change; the kept entry still stands for the member.
+    let b = client.register(&set, member(4002)).await.unwrap();
+    let change = within("stable watch sees b", stable_changes.next())
+        .await
+        .unwrap();
+    assert_eq!(ports(&change.snapshot), [4001, 4002]);
+    assert!(change.removed.is_empty(), "the flap leaked: {change:?}");
+    assert_eq!(change.added.len(), 1);
+    assert_eq!(change.added[0].endpoint.port, 4002);
+    assert_eq!(
+        change.snapshot.entries()[0].name,
+        a_name,
+        "the original entry is kept"
+    );
+
+    // A member that leaves for good is removed once the window ends.
+    b.close().await;
+    let change = within("b removed after the window", stable_changes.next())
+        .await
+        .unwrap();
+    assert_eq!(change.removed.len(), 1);
+    assert_eq!(change.removed[0].endpoint.port, 4002);
+    assert_eq!(ports(&change.snapshot), [4001]);
+    drop(a);
+    let change = within("a removed after the window", stable_changes.next())
+        .await
+        .unwrap();
+    assert!(change.snapshot.is_empty());
+}
