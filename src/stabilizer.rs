@@ -87,7 +87,7 @@ impl Stabilizer {
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
         let before = self.ghosts.len();
         self.ghosts
-            .retain(|_, g| g.deadline.is_none_or(|deadline| deadline > now));
+            .retain(|_, g| !matches!(g.deadline, Some(deadline) if deadline <= now));
         self.ghosts.len() != before
     }
 
