@@ -181,7 +181,7 @@ mod tests {
         s.observe(&[Arc::clone(&other)], &[], now);
         assert_eq!(
             names(&s.view([&other].into_iter())),
-            names(&[other.clone()])
+            names(std::slice::from_ref(&other))
         );
         // A re-weighted entry (same name in both lists) is no flap.
         let mut s = Stabilizer::new(Duration::from_secs(5));
