@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+mod acl;
 mod client;
 pub mod codec;
 mod destination;
@@ -58,6 +59,7 @@ mod stabilizer;
 pub mod vector;
 mod watch;
 
+pub use acl::NodeAcl;
 pub use client::{
     Client, ClientBuilder, RawChild, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
 };

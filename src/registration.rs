@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
 
+use crate::acl::NodeAcl;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::member::Member;
@@ -40,6 +41,8 @@ type HealthCheck = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 pub struct RegisterOptions {
     health_check: Option<HealthCheck>,
     interval: Duration,
+    acl: NodeAcl,
+    path_acl: NodeAcl,
 }
 
 impl Default for RegisterOptions {
@@ -47,6 +50,8 @@ impl Default for RegisterOptions {
         RegisterOptions {
             health_check: None,
             interval: Duration::from_secs(1),
+            acl: NodeAcl::open(),
+            path_acl: NodeAcl::open(),
         }
     }
 }
@@ -56,6 +61,8 @@ impl std::fmt::Debug for RegisterOptions {
         f.debug_struct("RegisterOptions")
             .field("health_check", &self.health_check.is_some())
             .field("interval", &self.interval)
+            .field("acl", &self.acl)
+            .field("path_acl", &self.path_acl)
             .finish()
     }
 }
@@ -82,6 +89,19 @@ impl RegisterOptions {
         self.interval = interval;
         self
     }
+
+    /// The member node's ACL (default [`NodeAcl::open`]).
+    pub fn acl(mut self, acl: NodeAcl) -> Self {
+        self.acl = acl;
+        self
+    }
+
+    /// The ACL of set-path znodes this registration has to create (default
+    /// [`NodeAcl::open`]); existing ones are left as they are.
+    pub fn path_acl(mut self, acl: NodeAcl) -> Self {
+        self.path_acl = acl;
+        self
+    }
 }
 
 /// A live registration. Dropping it deletes the member in the background;
@@ -104,6 +124,11 @@ impl Registration {
         if options.interval.is_zero() {
             return Err(Error::InvalidConfig(
                 "health check interval must be above zero".into(),
+            ));
+        }
+        if options.acl.entries().is_empty() || options.path_acl.entries().is_empty() {
+            return Err(Error::InvalidConfig(
+                "an ACL must have at least one entry".into(),
             ));
         }
         let (znode_tx, znode) = watch::channel(None);
@@ -399,13 +424,15 @@ impl Registrar {
 
     async fn create(&self, zk: &zk::Client) -> std::result::Result<String, CreateError> {
         let prefix = self.path.member_prefix();
-        let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let options = zk::CreateMode::EphemeralSequential
+            .with_acls(zk::Acls::new(self.options.acl.entries()));
         let mut made_parents = false;
         loop {
             match zk.create(&prefix, &self.data, &options).await {
                 Ok((_, sequence)) => return Ok(format!("{prefix}{sequence}")),
                 Err(zk::Error::NoNode) if !made_parents => {
-                    let dirs = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                    let dirs = zk::CreateMode::Persistent
+                        .with_acls(zk::Acls::new(self.options.path_acl.entries()));
                     zk.mkdir(self.path.as_str(), &dirs)
                         .await
                         .map_err(|e| CreateError::classify("mkdir", self.path.as_str(), e))?;
