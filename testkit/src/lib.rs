@@ -12,6 +12,7 @@
 //!   to seed and inspect its contents.
 //! * [`HttpServer`]: a tiny in-process HTTP/1.1 server (keep-alive, `/echo`,
 //!   request counting) that can be stopped and restarted on the same port.
+//! * [`Proxy`]: a TCP proxy that can black-hole traffic (a partition).
 //! * [`ensure_installed`]: install missing Debian packages with `apt-get`.
 //! * [`free_port`], [`free_ports`], [`dead_endpoint`], [`four_letter_word`]:
 //!   small network helpers.
@@ -33,6 +34,7 @@ mod http;
 mod install;
 mod memcached;
 mod net;
+mod proxy;
 mod zookeeper;
 
 pub use ensemble::Ensemble;
@@ -40,4 +42,5 @@ pub use http::HttpServer;
 pub use install::ensure_installed;
 pub use memcached::Memcached;
 pub use net::{dead_endpoint, four_letter_word, free_port, free_ports};
+pub use proxy::Proxy;
 pub use zookeeper::ZooKeeper;
