@@ -1,0 +1,58 @@
+//! # poolset
+//!
+//! Least-request connection pools over a serverset: one pool per endpoint,
+//! over any connection type you can open from an address (TCP, Thrift, a
+//! database driver: see [`Connector`]), the Rust successor of
+//! go.serversets' `thriftset`.
+//!
+//! - **least request**: a checkout goes to the endpoint with the fewest
+//!   connections checked out, ties broken at random; slow endpoints hold
+//!   their connections longer and so get fewer requests.
+//! - **idle reuse**: a checkout takes the endpoint's newest idle
+//!   connection (closing those older than the idle timeout), else opens
+//!   one within the connect timeout; the guard returns it on drop.
+//! - **limits**: at most `max_active` connections checked out and
+//!   `max_idle` idle per endpoint; a checkout waits (up to the checkout
+//!   timeout) when every endpoint is at its limit.
+//! - **follows the set**: an endpoint that leaves is drained (idle
+//!   connections closed at once, checked-out ones when returned), a new one
+//!   is used at once; the request path reads the endpoint list without a
+//!   lock.
+//! - **ejection**: endpoints whose connects fail, or whose connections are
+//!   marked broken, several times in a row are skipped for a doubling
+//!   backoff, then probed; the last endpoint in rotation is never ejected.
+//!   A failed connect is retried on other endpoints.
+//!
+//! Endpoint weights are not used: the load itself decides.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use poolset::{Options, PoolSet, TcpConnector};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! let servers = fixedset::FixedSet::parse("10.0.0.1:9090,10.0.0.2:9090")?;
+//! let pool = PoolSet::with_options(servers, TcpConnector::new(), Options {
+//!     max_active: 16,
+//!     connect_timeout: Duration::from_millis(250),
+//!     ..Options::default()
+//! });
+//! let mut conn = pool.checkout().await?;
+//! println!("talking to {}", conn.endpoint());
+//! conn.write_all(b"ping\n").await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod connector;
+mod error;
+mod options;
+mod pool;
+mod slot;
+
+pub use connector::{Connector, TcpConnector};
+pub use error::{BoxError, Error};
+pub use options::{Ejection, Options};
+pub use pool::{EndpointStats, PoolSet};
+pub use slot::Pooled;
