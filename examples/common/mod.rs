@@ -1,4 +1,5 @@
 //! What the examples share: where ZooKeeper is.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
