@@ -66,6 +66,8 @@ pub struct Client {
 #[derive(Clone)]
 pub struct ClientBuilder {
     config: Config,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Tls>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -95,9 +97,39 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects over TLS (feature `tls`): every host of the connect string
+    /// is a TLS port (ZooKeeper's `secureClientPort`) unless written
+    /// `tcp://host:port`.
+    ///
+    /// The first connection installs aws-lc-rs as the process's rustls
+    /// crypto provider if none is installed yet.
+    ///
+    /// ```no_run
+    /// # async fn demo(ca_pem: String) -> Result<(), serversets::Error> {
+    /// let client = serversets::Client::builder("zk1:2281,zk2:2281")
+    ///     .tls(serversets::Tls::new().ca_pem(ca_pem))
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Connects: fails with [`Error::Connect`] naming the address if no
-    /// session is established within the connect timeout.
+    /// session is established within the connect timeout (with TLS, the
+    /// reason includes why the TLS handshake failed, if it did), and with
+    /// [`Error::InvalidConfig`] on unusable settings.
     pub async fn connect(self) -> Result<Client> {
+        #[cfg(feature = "tls")]
+        let config = Config {
+            tls: self.tls.as_ref().map(crate::tls::Tls::build).transpose()?,
+            ..self.config
+        };
+        #[cfg(not(feature = "tls"))]
         let config = self.config;
         if config.connect.trim().is_empty() {
             return Err(Error::InvalidConfig(
@@ -106,6 +138,12 @@ impl ClientBuilder {
         }
         if config.session_timeout.is_zero() || config.connect_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero".into()));
+        }
+        if config.connect.contains("tcp+tls://") && !config.has_tls() {
+            return Err(Error::InvalidConfig(format!(
+                "connect string {:?} has TLS hosts but no TLS settings (ClientBuilder::tls, feature `tls`)",
+                config.connect
+            )));
         }
         Ok(Client {
             session: Session::start(config).await?,
@@ -135,7 +173,11 @@ impl Client {
                 session_timeout: DEFAULT_SESSION_TIMEOUT,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 digest: None,
+                #[cfg(feature = "tls")]
+                tls: None,
             },
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 

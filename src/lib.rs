@@ -18,6 +18,8 @@
 //!   list (the `fixedset` crate) is another.
 //! - [`codec`], [`vector`], [`Destination`], [`Selection`]: the Finagle
 //!   formats, usable without a connection.
+//! - Feature `tls`: `Tls` and `ClientBuilder::tls`, to connect to
+//!   ZooKeeper's secure client port.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), serversets::Error> {
@@ -56,6 +58,8 @@ mod session;
 mod snapshot;
 mod source;
 mod stabilizer;
+#[cfg(feature = "tls")]
+mod tls;
 pub mod vector;
 mod watch;
 
@@ -74,6 +78,8 @@ pub use registration::{RegisterOptions, Registration};
 pub use selection::{Selection, WatchOptions};
 pub use snapshot::{Change, Entry, Snapshot};
 pub use source::Source;
+#[cfg(feature = "tls")]
+pub use tls::Tls;
 pub use watch::Watch;
 /// The ZooKeeper client crate this one is built on.
 pub use zookeeper_client;

@@ -27,16 +27,31 @@ pub(crate) struct Config {
     pub session_timeout: Duration,
     pub connect_timeout: Duration,
     pub digest: Option<String>,
+    /// TLS settings: the connect string's hosts use TLS unless `tcp://`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConfig>,
+}
+
+impl Config {
+    /// Whether connections use TLS settings.
+    pub(crate) fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("connect", &self.connect)
+        let mut f = f.debug_struct("Config");
+        f.field("connect", &self.connect)
             .field("session_timeout", &self.session_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("digest", &self.digest.as_ref().map(|_| "<redacted>"))
-            .finish()
+            .field("digest", &self.digest.as_ref().map(|_| "<redacted>"));
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls.is_some());
+        f.finish()
     }
 }
 
@@ -133,12 +148,20 @@ pub(crate) async fn connected(views: &mut watch::Receiver<SessionView>) -> Resul
 /// Connects, retrying with backoff, until `deadline`.
 async fn connect_until(config: &Config, deadline: Instant) -> Result<zk::Client> {
     let mut backoff = Backoff::new();
+    let mut last_failure: Option<String> = None;
     loop {
         let reason = match tokio::time::timeout_at(deadline, connect_once(config)).await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(Error::Connect { reason, .. })) => reason,
             Ok(Err(other)) => return Err(other),
-            Err(_) => format!("no session within {:?}", config.connect_timeout),
+            // Cut short: the previous attempt's failure says more.
+            Err(_) => match last_failure.take() {
+                Some(last) => format!(
+                    "no session within {:?}; last failure: {last}",
+                    config.connect_timeout
+                ),
+                None => format!("no session within {:?}", config.connect_timeout),
+            },
         };
         let pause = backoff.next_delay();
         if Instant::now() + pause >= deadline {
@@ -148,30 +171,58 @@ async fn connect_until(config: &Config, deadline: Instant) -> Result<zk::Client>
             });
         }
         debug!(connect = %config.connect, %reason, "connect failed; retrying");
+        last_failure = Some(reason);
         tokio::time::sleep(pause).await;
     }
 }
 
 async fn connect_once(config: &Config) -> Result<zk::Client> {
+    let connection_timeout = config.connect_timeout.min(config.session_timeout);
     let mut connector = zk::Client::connector()
         .with_session_timeout(config.session_timeout)
-        .with_connection_timeout(config.connect_timeout.min(config.session_timeout))
+        .with_connection_timeout(connection_timeout)
         .with_fail_eagerly();
     if let Some(digest) = &config.digest {
         connector = connector.with_auth("digest", digest.as_bytes());
     }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        let connected = connector
+            .with_tls(tls.options.clone())
+            .secure_connect(&config.connect)
+            .await;
+        return match connected {
+            Ok(client) => Ok(client),
+            Err(e) => match connect_error(config, e) {
+                // zookeeper-client does not say why TLS failed: find out.
+                Error::Connect { address, reason } => {
+                    let reason = match tls.diagnose(&config.connect, connection_timeout).await {
+                        Some(why) => format!("{reason} ({why})"),
+                        None => reason,
+                    };
+                    Err(Error::Connect { address, reason })
+                }
+                other => Err(other),
+            },
+        };
+    }
     connector
         .connect(&config.connect)
         .await
-        .map_err(|e| match e {
-            zk::Error::BadArguments(_) => {
-                Error::InvalidConfig(format!("connect string {:?}: {e}", config.connect))
-            }
-            other => Error::Connect {
-                address: config.connect.clone(),
-                reason: other.to_string(),
-            },
-        })
+        .map_err(|e| connect_error(config, e))
+}
+
+/// Our error for a failed connection attempt.
+fn connect_error(config: &Config, e: zk::Error) -> Error {
+    match e {
+        zk::Error::BadArguments(_) => {
+            Error::InvalidConfig(format!("connect string {:?}: {e}", config.connect))
+        }
+        other => Error::Connect {
+            address: config.connect.clone(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 enum Ended {

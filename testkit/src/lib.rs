@@ -6,7 +6,8 @@
 //! temporary directory, so a panicking test never leaks a server.
 //!
 //! * [`ZooKeeper`]: one standalone ZooKeeper server (Debian's `zookeeper`
-//!   package, launched directly with `java`).
+//!   package, launched directly with `java`), optionally with a TLS client
+//!   port ([`ZooKeeper::start_tls`], certificates from [`TestCerts`]).
 //! * [`Ensemble`]: N ZooKeeper servers forming a quorum on loopback.
 //! * [`Memcached`]: one memcached server, with direct text-protocol helpers
 //!   to seed and inspect its contents.
@@ -35,6 +36,7 @@ mod install;
 mod memcached;
 mod net;
 mod proxy;
+mod tls;
 mod zookeeper;
 
 pub use ensemble::Ensemble;
@@ -43,4 +45,5 @@ pub use install::ensure_installed;
 pub use memcached::Memcached;
 pub use net::{dead_endpoint, four_letter_word, free_port, free_ports};
 pub use proxy::Proxy;
+pub use tls::{ClientAuth, TestCerts};
 pub use zookeeper::ZooKeeper;

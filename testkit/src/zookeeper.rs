@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::install::ensure_installed;
-use crate::net::{four_letter_word, four_letter_word_with_timeout, free_port};
+use crate::net::{four_letter_word, four_letter_word_with_timeout, free_port, free_ports};
+use crate::tls::{ClientAuth, TestCerts};
 
 /// How long a server may take to start serving.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +42,15 @@ const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
 /// Number of lines of each log file included in error messages.
 const LOG_TAIL_LINES: usize = 40;
 
+/// Netty jars the server's secure client port needs besides those that
+/// `zookeeper.jar`'s manifest lists (Debian's netty jars list none of
+/// their own dependencies).
+const NETTY_JARS: [&str; 3] = [
+    "netty-codec.jar",
+    "netty-resolver.jar",
+    "netty-transport-native-unix-common.jar",
+];
+
 /// A ZooKeeper server running as a child `java` process on a free loopback
 /// port, with its configuration, data and logs in a temporary directory.
 ///
@@ -62,6 +72,9 @@ pub struct ZooKeeper {
     canonical_dir: PathBuf,
     /// Client port on 127.0.0.1.
     port: u16,
+    /// TLS client port on 127.0.0.1, for servers started with
+    /// [`ZooKeeper::start_tls`].
+    secure_port: Option<u16>,
     /// Human-readable name for error messages.
     label: String,
     /// The java process while running.
@@ -99,6 +112,54 @@ impl ZooKeeper {
             .unwrap_or_else(|| io::Error::other("no attempt to start ZooKeeper was made")))
     }
 
+    /// Starts a standalone ZooKeeper server like [`start`](Self::start)
+    /// that also serves TLS on a second port of 127.0.0.1 (its secure client
+    /// port), with `certs`' server certificate; with [`ClientAuth::Need`]
+    /// TLS clients must present a certificate signed by `certs`' CA.
+    ///
+    /// The plain client port stays open (readiness probes and
+    /// four-letter words use it). Waits (up to 60 s) until the server
+    /// serves requests and the secure port accepts connections.
+    ///
+    /// ```no_run
+    /// use testkit::{ClientAuth, TestCerts, ZooKeeper};
+    ///
+    /// let certs = TestCerts::generate()?;
+    /// let zk = ZooKeeper::start_tls(&certs, ClientAuth::None)?;
+    /// let tls_hosts = zk.secure_connect_string(); // Some("127.0.0.1:PORT")
+    /// # let _ = tls_hosts;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`start`](Self::start), and if the certificate files cannot
+    /// be written or the secure port does not open in time.
+    pub fn start_tls(certs: &TestCerts, client_auth: ClientAuth) -> io::Result<ZooKeeper> {
+        ensure_installed(&["zookeeper"])?;
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let ports = free_ports(2)?;
+            let (port, secure_port) = (ports[0], ports[1]);
+            let label = format!(
+                "standalone ZooKeeper on 127.0.0.1:{port} (TLS on 127.0.0.1:{secure_port})"
+            );
+            let mut server = ZooKeeper::prepare(label, port, None, "")?;
+            server.enable_tls(certs, client_auth, secure_port)?;
+            let deadline = Instant::now() + START_TIMEOUT;
+            let result = server
+                .launch(deadline, true)
+                .and_then(|()| server.wait_secure_port(deadline));
+            match result {
+                Ok(()) => return Ok(server),
+                Err(err) if err.kind() == io::ErrorKind::AddrInUse => last_error = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| io::Error::other("no attempt to start ZooKeeper was made")))
+    }
+
     /// The client connect string, `"127.0.0.1:PORT"`.
     pub fn connect_string(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -112,6 +173,18 @@ impl ZooKeeper {
     /// The client address, `127.0.0.1:PORT`.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The TLS client port on 127.0.0.1; `None` unless started with
+    /// [`start_tls`](Self::start_tls).
+    pub fn secure_port(&self) -> Option<u16> {
+        self.secure_port
+    }
+
+    /// The connect string of the TLS client port, `"127.0.0.1:PORT"`;
+    /// `None` unless started with [`start_tls`](Self::start_tls).
+    pub fn secure_connect_string(&self) -> Option<String> {
+        self.secure_port.map(|port| format!("127.0.0.1:{port}"))
     }
 
     /// The server's data directory (snapshots and transaction logs). It
@@ -247,9 +320,87 @@ impl ZooKeeper {
             dir,
             canonical_dir,
             port,
+            secure_port: None,
             label,
             child: Mutex::new(None),
         })
+    }
+
+    /// Writes `certs`' server key and certificate and its CA into the
+    /// server's directory and configures a secure client port for them
+    /// (Netty connection factory, PEM key and trust stores).
+    fn enable_tls(
+        &mut self,
+        certs: &TestCerts,
+        client_auth: ClientAuth,
+        secure_port: u16,
+    ) -> io::Result<()> {
+        let dir = &self.canonical_dir;
+        // ZooKeeper's PEM key store: the private key and the certificate
+        // chain in one file.
+        let key_store = dir.join("server-keystore.pem");
+        write_file(
+            &key_store,
+            &format!("{}{}", certs.server_key_pem, certs.server_cert_pem),
+        )?;
+        let trust_store = dir.join("ca.pem");
+        write_file(&trust_store, &certs.ca_pem)?;
+        let config = format!(
+            "secureClientPortAddress=127.0.0.1\n\
+             secureClientPort={secure_port}\n\
+             serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+             ssl.keyStore.location={key_store}\n\
+             ssl.keyStore.type=PEM\n\
+             ssl.trustStore.location={trust_store}\n\
+             ssl.trustStore.type=PEM\n\
+             ssl.clientAuth={client_auth}\n",
+            key_store = key_store.display(),
+            trust_store = trust_store.display(),
+            client_auth = client_auth.zookeeper_value(),
+        );
+        let cfg = dir.join("zoo.cfg");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&cfg)
+            .map_err(|err| annotate(err, &format!("cannot open {}", cfg.display())))?;
+        {
+            use std::io::Write as _;
+            file.write_all(config.as_bytes())
+                .map_err(|err| annotate(err, &format!("cannot write {}", cfg.display())))?;
+        }
+        self.secure_port = Some(secure_port);
+        Ok(())
+    }
+
+    /// Waits until the secure client port (if any) accepts TCP
+    /// connections: the server opens it after the plain port.
+    fn wait_secure_port(&self, deadline: Instant) -> io::Result<()> {
+        let Some(secure_port) = self.secure_port else {
+            return Ok(());
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, secure_port));
+        loop {
+            let in_use = self.log_mentions_address_in_use();
+            if !in_use && TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok() {
+                return Ok(());
+            }
+            let exited = self.exit_status();
+            if in_use || exited.is_some() || Instant::now() >= deadline {
+                let kind = if in_use {
+                    io::ErrorKind::AddrInUse
+                } else {
+                    io::ErrorKind::TimedOut
+                };
+                let what = match exited {
+                    Some(status) => format!("exited before opening its secure port ({status})"),
+                    None => format!("did not open its secure port within {START_TIMEOUT:?}"),
+                };
+                let err = self.failure(kind, &what);
+                kill_and_reap(&mut self.child());
+                return Err(err);
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
     }
 
     /// Spawns the java process and waits until it is ready (see
@@ -472,8 +623,9 @@ fn java_binary() -> PathBuf {
 }
 
 /// The server classpath from Debian's jars: `zookeeper.jar` (whose manifest
-/// lists its dependencies) plus an SLF4J binding to log4j 1.2 so that the
-/// server's logs go where our log4j.properties says.
+/// lists its dependencies), the netty jars it misses (see [`NETTY_JARS`]),
+/// plus an SLF4J binding to log4j 1.2 so that the server's logs go where our
+/// log4j.properties says.
 fn classpath() -> io::Result<String> {
     let share = Path::new(JAVA_SHARE);
     let zookeeper = share.join("zookeeper.jar");
@@ -487,7 +639,10 @@ fn classpath() -> io::Result<String> {
         ));
     }
     let mut entries = vec![zookeeper];
-    for jar in ["slf4j-log4j12.jar", "log4j-1.2.jar"] {
+    for jar in NETTY_JARS
+        .iter()
+        .chain(&["slf4j-log4j12.jar", "log4j-1.2.jar"])
+    {
         let path = share.join(jar);
         if path.is_file() {
             entries.push(path);
@@ -525,10 +680,12 @@ fn tail_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::net::{Ipv4Addr, TcpListener};
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener};
     use std::time::{Duration, Instant};
 
     use super::{tail_lines, ZooKeeper};
+    use crate::net::four_letter_word_with_timeout;
+    use crate::tls::{ClientAuth, TestCerts};
 
     #[test]
     fn port_taken_by_a_plain_listener_is_addr_in_use() {
@@ -554,6 +711,30 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         assert!(!second.is_running());
         assert_eq!(first.four_letter("ruok").unwrap(), "imok");
+    }
+
+    #[test]
+    fn tls_server_serves_tls_on_its_secure_port_only() {
+        for client_auth in [ClientAuth::None, ClientAuth::Need] {
+            let certs = TestCerts::generate().unwrap();
+            let server = ZooKeeper::start_tls(&certs, client_auth).unwrap();
+            let secure_port = server.secure_port().unwrap();
+            assert_ne!(secure_port, server.port());
+            assert_eq!(
+                server.secure_connect_string().unwrap(),
+                format!("127.0.0.1:{secure_port}")
+            );
+            let config = std::fs::read_to_string(server.data_dir().join("../zoo.cfg")).unwrap();
+            let expected = format!("ssl.clientAuth={}", client_auth.zookeeper_value());
+            assert!(config.contains(&expected), "{config}");
+            // The plain port still answers four-letter words; the secure
+            // port does not answer plaintext.
+            assert_eq!(server.four_letter("ruok").unwrap(), "imok");
+            let secure = SocketAddr::from((Ipv4Addr::LOCALHOST, secure_port));
+            let plaintext = four_letter_word_with_timeout(secure, "ruok", Duration::from_secs(5));
+            assert!(!matches!(plaintext, Ok(reply) if reply == "imok"));
+        }
+        assert_eq!(ZooKeeper::start().unwrap().secure_port(), None);
     }
 
     #[test]
