@@ -54,6 +54,12 @@ pub enum Error {
         /// The last failure seen.
         reason: String,
     },
+    /// The ZooKeeper session expired (the server no longer holds it).
+    #[error("the ZooKeeper session at {address} expired")]
+    SessionExpired {
+        /// The connect string.
+        address: String,
+    },
     /// An operation did not complete in time.
     #[error("{what} did not complete within {after:?}")]
     Timeout {

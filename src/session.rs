@@ -150,7 +150,7 @@ async fn connect_until(config: &Config, deadline: Instant) -> Result<zk::Client>
     let mut backoff = Backoff::new();
     let mut last_failure: Option<String> = None;
     loop {
-        let reason = match tokio::time::timeout_at(deadline, connect_once(config)).await {
+        let reason = match tokio::time::timeout_at(deadline, connect_once(config, None)).await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(Error::Connect { reason, .. })) => reason,
             Ok(Err(other)) => return Err(other),
@@ -176,12 +176,15 @@ async fn connect_until(config: &Config, deadline: Instant) -> Result<zk::Client>
     }
 }
 
-async fn connect_once(config: &Config) -> Result<zk::Client> {
+async fn connect_once(config: &Config, resume: Option<&zk::SessionInfo>) -> Result<zk::Client> {
     let connection_timeout = config.connect_timeout.min(config.session_timeout);
     let mut connector = zk::Client::connector()
         .with_session_timeout(config.session_timeout)
         .with_connection_timeout(connection_timeout)
         .with_fail_eagerly();
+    if let Some(session) = resume {
+        connector = connector.with_session(session.clone());
+    }
     if let Some(digest) = &config.digest {
         connector = connector.with_auth("digest", digest.as_bytes());
     }
@@ -218,6 +221,9 @@ fn connect_error(config: &Config, e: zk::Error) -> Error {
         zk::Error::BadArguments(_) => {
             Error::InvalidConfig(format!("connect string {:?}: {e}", config.connect))
         }
+        zk::Error::SessionExpired | zk::Error::SessionMoved => Error::SessionExpired {
+            address: config.connect.clone(),
+        },
         other => Error::Connect {
             address: config.connect.clone(),
             reason: other.to_string(),
@@ -239,34 +245,78 @@ async fn manage(tx: watch::Sender<SessionView>, shared: Arc<Shared>, mut client:
         let Ended::Lost(state) = ended else {
             return shutdown(&tx, &shared, client).await;
         };
-        warn!(connect = %shared.config.connect, session = %client.session_id(), ?state, "ZooKeeper session lost; building a new one");
+        warn!(connect = %shared.config.connect, session = %client.session_id(), ?state, "ZooKeeper session lost; resuming it or building a new one");
         tx.send_modify(|v| {
             v.client = None;
             v.health = Health::Expired;
         });
+        // The client gives up on its own after 7/5 of the session timeout
+        // without a server; the server may still hold the session (it does
+        // not expire sessions without a quorum). Resume it if so: its
+        // members are still there and must not be created twice.
+        let previous = (state == zk::SessionState::Expired).then(|| client.session().clone());
         drop(client);
-        let mut backoff = Backoff::new();
-        client = loop {
-            let far = Instant::now() + shared.config.connect_timeout;
-            tokio::select! {
-                _ = tx.closed() => return mark_closed(&tx, &shared),
-                _ = shared.close.notified() => return mark_closed(&tx, &shared),
-                result = connect_until(&shared.config, far) => match result {
-                    Ok(client) => break client,
-                    Err(e) => {
-                        warn!(error = %e, "cannot build a new ZooKeeper session yet");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                },
-            }
+        let (next, resumed) = tokio::select! {
+            _ = tx.closed() => return mark_closed(&tx, &shared),
+            _ = shared.close.notified() => return mark_closed(&tx, &shared),
+            next = reconnect(&shared.config, previous) => next,
         };
-        info!(session = %client.session_id(), "new ZooKeeper session established");
+        client = next;
+        if resumed {
+            info!(session = %client.session_id(), "ZooKeeper session resumed");
+        } else {
+            info!(session = %client.session_id(), "new ZooKeeper session established");
+        }
         tx.send_modify(|v| {
-            v.generation += 1;
+            if !resumed {
+                v.generation += 1;
+            }
             v.epoch += 1;
             v.client = Some(client.clone());
             v.health = Health::Connected;
         });
+    }
+}
+
+/// Gets a session again after one was lost: the same one if the server
+/// still holds it, else a new one; retrying with backoff until one works.
+/// `true` with the client when the session was resumed.
+async fn reconnect(config: &Config, mut previous: Option<zk::SessionInfo>) -> (zk::Client, bool) {
+    // While the servers are unreachable, or lack a quorum, resuming fails
+    // but a new session would fail too; once they serve again, the server
+    // either still holds the session or says it expired. Only if resuming
+    // keeps failing for long after that is a new session tried as well, so
+    // that an odd answer cannot stall recovery.
+    let patience = (config.session_timeout * 2).max(config.connect_timeout);
+    let give_up_resuming = Instant::now() + patience;
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(session) = &previous {
+            let deadline = Instant::now() + config.connect_timeout;
+            match tokio::time::timeout_at(deadline, connect_once(config, Some(session))).await {
+                Ok(Ok(client)) if client.session_id() == session.id() => return (client, true),
+                Ok(Ok(client)) => return (client, false),
+                Ok(Err(Error::SessionExpired { .. })) => {
+                    debug!("the server expired the session too; building a new one");
+                    previous = None;
+                    continue;
+                }
+                Ok(Err(e)) => debug!(error = %e, "cannot resume the session yet"),
+                Err(_) => debug!("resuming the session timed out"),
+            }
+            if Instant::now() < give_up_resuming {
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        }
+        let far = Instant::now() + config.connect_timeout;
+        match connect_until(config, far).await {
+            Ok(client) => return (client, false),
+            Err(e) => {
+                warn!(error = %e, "cannot get a ZooKeeper session yet");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
     }
 }
 
