@@ -47,9 +47,14 @@ struct Counters {
     toggles: u64,
     expiries: u64,
     restarts: u64,
+    majority_losses: u64,
     rounds: u64,
     checks_failed: u64,
+    hangs: Vec<String>,
 }
+
+/// Longer than any single operation may take, even during an outage.
+const HANG: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -91,12 +96,11 @@ async fn main() -> Result<(), BoxError> {
             watches,
         });
     }
-    let observer = zk::Client::connect(&connect).await?;
 
     let mut counters = Counters::default();
     let mut samples: Vec<(u64, usize, u64)> = Vec::new(); // (rss kB, alive tasks, zk connections)
-    println!("| round | toggles | expiries | restarts | check | rss kB | tasks | zk connections | ephemerals |");
-    println!("| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+    println!("| round | toggles | expiries | restarts | quorum losses | check | rss kB | tasks | zk connections | ephemerals |");
+    println!("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
     while Instant::now() < deadline {
         counters.rounds += 1;
         let round_end = (Instant::now() + round).min(deadline);
@@ -108,16 +112,51 @@ async fn main() -> Result<(), BoxError> {
                 let slot = rand::rng().random_range(0..p.slots.len());
                 let (set, member, registration) = &mut p.slots[slot];
                 match registration.take() {
-                    Some(r) => r.close().await,
-                    None => {
-                        *registration = Some(p.client.register(&paths[*set], member.clone()).await?)
+                    Some(r) => {
+                        if tokio::time::timeout(HANG, r.close()).await.is_err() {
+                            counters
+                                .hangs
+                                .push(format!("close of {member:?} took over {HANG:?}"));
+                        }
                     }
+                    None => match tokio::time::timeout(
+                        HANG,
+                        p.client.register(&paths[*set], member.clone()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(r)) => *registration = Some(r),
+                        // Refused while the quorum is rebuilding: later.
+                        Ok(Err(e)) => eprintln!("register failed (will retry): {e}"),
+                        Err(_) => counters
+                            .hangs
+                            .push(format!("register of {member:?} took over {HANG:?}")),
+                    },
                 }
                 counters.toggles += 1;
             } else if action < 80 {
-                expire(&connect, &participants[who].client).await;
+                if tokio::time::timeout(HANG, expire(&connect, &participants[who].client))
+                    .await
+                    .is_err()
+                {
+                    counters.hangs.push("forcing an expiry hung".into());
+                }
                 counters.expiries += 1;
-            } else if action < 85 {
+            } else if action < 87 {
+                // Lose the quorum for longer than clients wait for their
+                // sessions (7/5 of the timeout), then restore it.
+                let first = rand::rng().random_range(0..3);
+                let second = (first + 1) % 3;
+                ensemble.stop(first);
+                ensemble.stop(second);
+                tokio::time::sleep(Duration::from_millis(
+                    rand::rng().random_range(1000..10_000),
+                ))
+                .await;
+                tokio::task::block_in_place(|| ensemble.start_again(first))?;
+                tokio::task::block_in_place(|| ensemble.start_again(second))?;
+                counters.majority_losses += 1;
+            } else if action < 90 {
                 let victim = rand::rng().random_range(0..3);
                 ensemble.stop(victim);
                 tokio::time::sleep(Duration::from_millis(rand::rng().random_range(200..3000)))
@@ -130,6 +169,16 @@ async fn main() -> Result<(), BoxError> {
 
         // Quiesce and check.
         tokio::task::block_in_place(|| ensemble.wait_for_leader(Duration::from_secs(60)))?;
+        // A fresh observer each time: a raw client does not outlive an
+        // outage the way ours does.
+        let observer = match zk::Client::connect(&connect).await {
+            Ok(observer) => observer,
+            Err(e) => {
+                counters.checks_failed += 1;
+                println!("| {} | cannot observe: {e} |", counters.rounds);
+                continue;
+            }
+        };
         let verdict = match tokio::time::timeout(
             Duration::from_secs(90),
             converged(&observer, &paths, &participants),
@@ -154,11 +203,16 @@ async fn main() -> Result<(), BoxError> {
         let tasks = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();
+        drop(observer);
         let (connections, ephemerals) = zk_counts(&ensemble);
         samples.push((rss, tasks, connections));
         println!(
-            "| {} | {} | {} | {} | {verdict} | {rss} | {tasks} | {connections} | {ephemerals} |",
-            counters.rounds, counters.toggles, counters.expiries, counters.restarts
+            "| {} | {} | {} | {} | {} | {verdict} | {rss} | {tasks} | {connections} | {ephemerals} |",
+            counters.rounds,
+            counters.toggles,
+            counters.expiries,
+            counters.restarts,
+            counters.majority_losses
         );
     }
 
@@ -192,9 +246,11 @@ async fn main() -> Result<(), BoxError> {
         }
         p.client.close().await;
     }
-    drop(observer);
     drop(ensemble);
-    if counters.checks_failed > 0 || !bounded {
+    for hang in &counters.hangs {
+        println!("HANG: {hang}");
+    }
+    if counters.checks_failed > 0 || !bounded || !counters.hangs.is_empty() {
         std::process::exit(1);
     }
     Ok(())

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use zookeeper_client as zk;
 
 use crate::acl::NodeAcl;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::member::Member;
 use crate::path::ServerSetPath;
 use crate::session::{connected, Backoff, Session};
@@ -109,6 +110,7 @@ impl RegisterOptions {
 #[derive(Debug)]
 pub struct Registration {
     path: ServerSetPath,
+    close_wait: Duration,
     znode: watch::Receiver<Option<String>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -142,11 +144,13 @@ impl Registration {
             options,
             znode: znode_tx,
             owned: None,
+            uncertain: None,
             first: Some(first_tx),
         };
         let handle = tokio::spawn(task.run(stop));
         let mut registration = Registration {
             path,
+            close_wait: wait,
             znode,
             stop: Some(stop_tx),
             task: Some(handle),
@@ -183,11 +187,14 @@ impl Registration {
         self.znode()
     }
 
-    /// Deletes the member and waits until it is gone.
+    /// Deletes the member and waits until it is gone, at most the
+    /// client's connect timeout. If ZooKeeper cannot be reached meanwhile,
+    /// the deletion goes on in the background until it succeeds, the
+    /// session ends (taking the member with it) or the client is closed.
     pub async fn close(mut self) {
         self.stop_task();
         if let Some(task) = self.task.take() {
-            let _ = task.await;
+            let _ = tokio::time::timeout(self.close_wait, task).await;
         }
     }
 
@@ -230,6 +237,8 @@ struct Registrar {
     options: RegisterOptions,
     znode: watch::Sender<Option<String>>,
     owned: Option<Owned>,
+    /// The session generation in which a create's outcome is unknown.
+    uncertain: Option<u64>,
     first: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -237,7 +246,6 @@ impl Registrar {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         let mut views = self.session.views();
         let mut healthy = self.check_health().await;
-        let mut uncertain = None;
         let mut backoff = Backoff::new();
         let mut ticks = tokio::time::interval(self.options.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,10 +267,7 @@ impl Registrar {
                 self.set_owned(None);
             }
             let next = match (view.client.clone(), healthy) {
-                (Some(zk), true) => {
-                    self.ensure_present(&zk, view.generation, &mut uncertain)
-                        .await
-                }
+                (Some(zk), true) => self.ensure_present(&zk, view.generation).await,
                 (Some(zk), false) => self.ensure_absent(&zk).await,
                 (None, _) => Next::Idle,
             };
@@ -353,12 +358,7 @@ impl Registrar {
     }
 
     /// Makes sure our member node exists in this session and watches it.
-    async fn ensure_present(
-        &mut self,
-        zk: &zk::Client,
-        generation: u64,
-        uncertain: &mut Option<u64>,
-    ) -> Next {
+    async fn ensure_present(&mut self, zk: &zk::Client, generation: u64) -> Next {
         if let Some(owned) = self.owned.clone() {
             return match zk.check_and_watch_stat(&owned.znode).await {
                 Ok((Some(stat), watcher)) if stat.ephemeral_owner == zk.session_id().0 => {
@@ -374,15 +374,15 @@ impl Registrar {
         }
         // A create whose answer was lost may have succeeded: adopt that node
         // instead of creating a duplicate.
-        if *uncertain == Some(generation) {
+        if self.uncertain == Some(generation) {
             match self.recover(zk).await {
                 Ok(Some(znode)) => {
                     info!(%znode, "recovered member created before the connection was lost");
-                    *uncertain = None;
+                    self.uncertain = None;
                     self.set_owned(Some(Owned { generation, znode }));
                     return Next::Again;
                 }
-                Ok(None) => *uncertain = None,
+                Ok(None) => self.uncertain = None,
                 Err(e) => return Next::Retry(format!("listing own ephemerals: {e}")),
             }
         }
@@ -401,7 +401,7 @@ impl Registrar {
                 Next::Retry(e.to_string())
             }
             Err(CreateError::Uncertain(e)) => {
-                *uncertain = Some(generation);
+                self.uncertain = Some(generation);
                 Next::Retry(format!("creating member in {}: {e}", self.path))
             }
         }
@@ -470,22 +470,43 @@ impl Registrar {
 
     /// Deletes the member on close or drop.
     async fn finish(mut self) {
-        let Some(owned) = self.owned.clone() else {
-            return;
-        };
-        let view = self.session.view();
-        if let (Some(zk), true) = (&view.client, view.generation == owned.generation) {
-            let timeout = self.session.shared.config.session_timeout;
-            match tokio::time::timeout(timeout, zk.delete(&owned.znode, None)).await {
-                Ok(Ok(())) | Ok(Err(zk::Error::NoNode)) => {
-                    info!(znode = %owned.znode, "deregistered member")
+        // Delete what this session may hold of ours: the owned node, or one
+        // a create whose answer was lost may have made. If ZooKeeper cannot
+        // be reached now, keep trying: the session may be resumed later
+        // with the node still in it. Nothing is left to do once the session
+        // is replaced (its nodes went with it) or the client is closed.
+        let mut views = self.session.views();
+        let mut backoff = Backoff::new();
+        loop {
+            let view = views.borrow_and_update().clone();
+            let owned = self
+                .owned
+                .clone()
+                .filter(|o| o.generation == view.generation);
+            let uncertain = self.uncertain == Some(view.generation);
+            if (owned.is_none() && !uncertain) || view.health == Health::Closed {
+                break;
+            }
+            if let (Some(zk), Health::Connected) = (view.client.clone(), view.health) {
+                let target = match owned {
+                    Some(owned) => Ok(Some(owned.znode)),
+                    None => self.recover(&zk).await,
+                };
+                match target {
+                    Ok(None) => break,
+                    Ok(Some(znode)) => match zk.delete(&znode, None).await {
+                        Ok(()) | Err(zk::Error::NoNode) => {
+                            info!(%znode, "deregistered member");
+                            break;
+                        }
+                        Err(e) => debug!(%znode, error = %e, "deleting member; will retry"),
+                    },
+                    Err(e) => debug!(error = %e, "looking for our member; will retry"),
                 }
-                Ok(Err(e)) => {
-                    warn!(znode = %owned.znode, error = %e, "cannot delete member; it goes with the session")
-                }
-                Err(_) => {
-                    warn!(znode = %owned.znode, "deleting member timed out; it goes with the session")
-                }
+            }
+            tokio::select! {
+                changed = views.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
         self.set_owned(None);
