@@ -35,6 +35,7 @@ mod http;
 mod install;
 mod memcached;
 mod net;
+mod process;
 mod proxy;
 mod tls;
 mod zookeeper;

@@ -6,8 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use tempfile::TempDir;
 
 use crate::install::{ensure_installed, running_as_root};
 use crate::net::free_port;
+use crate::process::ChildSlot;
 use crate::zookeeper::{annotate, PORT_ATTEMPTS};
 
 /// How long memcached may take to answer `version` after being spawned.
@@ -68,7 +68,7 @@ pub struct Memcached {
     /// TCP port on 127.0.0.1.
     port: u16,
     /// The memcached process while running.
-    child: Mutex<Option<Child>>,
+    child: ChildSlot,
 }
 
 impl Memcached {
@@ -96,7 +96,7 @@ impl Memcached {
         let mut server = Memcached {
             dir,
             port: 0,
-            child: Mutex::new(None),
+            child: ChildSlot::default(),
         };
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -134,21 +134,14 @@ impl Memcached {
     /// Whether the memcached process is running (started and not stopped
     /// or exited).
     pub fn is_running(&self) -> bool {
-        match self.child().as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.child.is_running()
     }
 
     /// Stops the server: kills the process (SIGKILL, like a crash) and
     /// waits for it to exit. Its cache contents are lost. Does nothing if
     /// the server is not running.
     pub fn stop(&mut self) {
-        let child = self
-            .child
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        kill_and_reap(child);
+        self.child.kill();
     }
 
     /// Starts a stopped server again on the same port, with an empty
@@ -295,7 +288,7 @@ impl Memcached {
         let pid = self.spawn()?;
         let result = self.wait_ready(pid, Instant::now() + START_TIMEOUT);
         if result.is_err() {
-            kill_and_reap(&mut self.child());
+            self.child.kill();
         }
         result
     }
@@ -341,7 +334,7 @@ impl Memcached {
             )
         })?;
         let pid = child.id();
-        *self.child() = Some(child);
+        self.child.set(child);
         Ok(pid)
     }
 
@@ -401,18 +394,9 @@ impl Memcached {
         Ok(stats.get("pid").and_then(|pid| pid.parse().ok()))
     }
 
-    /// Locks the child slot, ignoring poisoning (the data stays valid).
-    fn child(&self) -> MutexGuard<'_, Option<Child>> {
-        self.child
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The exit status if the process was started and has exited.
     fn exit_status(&self) -> Option<ExitStatus> {
-        self.child()
-            .as_mut()
-            .and_then(|child| child.try_wait().ok().flatten())
+        self.child.exit_status()
     }
 
     /// Whether the log reports a port that could not be bound.
@@ -446,15 +430,6 @@ impl Memcached {
 impl Drop for Memcached {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Kills the process in `slot` (if any) and waits for it to exit.
-fn kill_and_reap(slot: &mut Option<Child>) {
-    if let Some(mut child) = slot.take() {
-        // Errors mean the process has already exited; waiting reaps it.
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -622,18 +597,17 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
+    use super::{check_key, Memcached};
+    use crate::process::ChildSlot;
     use std::io;
     use std::net::{Ipv4Addr, TcpListener};
-    use std::sync::Mutex;
-
-    use super::{check_key, Memcached};
 
     /// A not-yet-started server on `port`.
     fn unstarted(port: u16) -> Memcached {
         Memcached {
             dir: tempfile::tempdir().unwrap(),
             port,
-            child: Mutex::new(None),
+            child: ChildSlot::default(),
         }
     }
 

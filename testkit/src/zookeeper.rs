@@ -7,8 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use tempfile::TempDir;
 
 use crate::install::ensure_installed;
 use crate::net::{four_letter_word, four_letter_word_with_timeout, free_port, free_ports};
+use crate::process::ChildSlot;
 use crate::tls::{ClientAuth, TestCerts};
 
 /// How long a server may take to start serving.
@@ -78,7 +78,7 @@ pub struct ZooKeeper {
     /// Human-readable name for error messages.
     label: String,
     /// The java process while running.
-    child: Mutex<Option<Child>>,
+    child: ChildSlot,
 }
 
 impl ZooKeeper {
@@ -202,10 +202,7 @@ impl ZooKeeper {
     /// Whether the java process is running (started and not stopped or
     /// exited).
     pub fn is_running(&self) -> bool {
-        match self.child().as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.child.is_running()
     }
 
     /// Stops the server: kills the java process (SIGKILL, like a crash) and
@@ -213,11 +210,7 @@ impl ZooKeeper {
     /// [`start_again`](Self::start_again) brings back the same data and
     /// sessions. Does nothing if the server is not running.
     pub fn stop(&mut self) {
-        let child = self
-            .child
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        kill_and_reap(child);
+        self.child.kill();
     }
 
     /// Starts a stopped server again on the same port with the same data,
@@ -322,7 +315,7 @@ impl ZooKeeper {
             port,
             secure_port: None,
             label,
-            child: Mutex::new(None),
+            child: ChildSlot::default(),
         })
     }
 
@@ -396,7 +389,7 @@ impl ZooKeeper {
                     None => format!("did not open its secure port within {START_TIMEOUT:?}"),
                 };
                 let err = self.failure(kind, &what);
-                kill_and_reap(&mut self.child());
+                self.child.kill();
                 return Err(err);
             }
             thread::sleep(POLL_INTERVAL);
@@ -409,14 +402,14 @@ impl ZooKeeper {
         self.spawn()?;
         let result = self.wait_ready(deadline, require_serving);
         if result.is_err() {
-            kill_and_reap(&mut self.child());
+            self.child.kill();
         }
         result
     }
 
     /// Spawns the java process (if not running) without waiting for it.
     pub(crate) fn spawn(&self) -> io::Result<()> {
-        let mut child = self.child();
+        let mut child = self.child.lock();
         if let Some(running) = child.as_mut() {
             if matches!(running.try_wait(), Ok(None)) {
                 return Ok(());
@@ -527,18 +520,9 @@ impl ZooKeeper {
         &self.label
     }
 
-    /// Locks the child slot, ignoring poisoning (the data stays valid).
-    fn child(&self) -> MutexGuard<'_, Option<Child>> {
-        self.child
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The exit status if the process was started and has exited.
     fn exit_status(&self) -> Option<ExitStatus> {
-        self.child()
-            .as_mut()
-            .and_then(|child| child.try_wait().ok().flatten())
+        self.child.exit_status()
     }
 
     /// Whether the server answering on our port runs in our directory
@@ -585,15 +569,6 @@ impl ZooKeeper {
 impl Drop for ZooKeeper {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Kills the process in `slot` (if any) and waits for it to exit.
-fn kill_and_reap(slot: &mut Option<Child>) {
-    if let Some(mut child) = slot.take() {
-        // Errors mean the process has already exited; waiting reaps it.
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
