@@ -234,7 +234,7 @@ async fn main() -> Result<(), BoxError> {
         counters.restarts,
         counters.checks_failed
     );
-    println!("rss kB first/last/max {}/{}/{}; alive tasks first/last/max {}/{}/{}; zk connections max {} (clients {} + observer 1 + this check's 3)",
+    println!("rss kB first/last/max {}/{}/{}; alive tasks first/last/max {}/{}/{}; zk connections max {} (clients {} + the check's own mntr connections, one per server)",
         first.0, last.0, max_rss, first.1, last.1, max_tasks, max_connections, clients);
     println!("growth bounded: {bounded}");
 
