@@ -1,18 +1,12 @@
-//! Pool benchmarks, against real servers on loopback.
-//!
-//! ```sh
-//! cargo run --release -p poolset --example pool_bench [-- SECONDS_PER_STRATEGY]
-//! ```
-//!
-//! (a) checkout + return of an idle connection, one task, ns per op;
-//! (b) four endpoints of unequal speed (answers after 1, 2, 4, 8 ms), 32
-//!     concurrent workers: least request (this pool) versus round robin
-//!     (a rotating choice over one pool per endpoint), requests served per
-//!     endpoint, throughput and mean latency.
+//! poolset: checkout and return of an idle connection, next to a bare
+//! mutex-guarded idle list doing the same pop and push; and four endpoints
+//! of unequal speed (answers after 1, 2, 4, 8 ms) under 32 concurrent
+//! workers, least request (this pool) versus round robin (a rotating
+//! choice over one pool per endpoint).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fixedset::FixedSet;
@@ -20,6 +14,8 @@ use poolset::{Options, PoolSet, TcpConnector};
 use serversets::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{BoxError, Row};
 
 const REQUEST: &[u8; 8] = b"request\n";
 const WORKERS: usize = 32;
@@ -55,8 +51,8 @@ async fn call(stream: &mut TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// (a): checkout + drop of an idle connection, in a loop.
-async fn idle_checkout(endpoints: &[Endpoint]) -> Result<f64, Box<dyn std::error::Error>> {
+/// Checkout + drop of an idle connection, in a loop: ns per op.
+async fn idle_checkout(endpoints: &[Endpoint], rounds: u32) -> Result<f64, BoxError> {
     let pool = PoolSet::new(
         FixedSet::from_endpoints(endpoints.iter().cloned()),
         TcpConnector::new(),
@@ -67,10 +63,9 @@ async fn idle_checkout(endpoints: &[Endpoint]) -> Result<f64, Box<dyn std::error
         warm.push(pool.checkout().await?);
     }
     drop(warm);
-    for _ in 0..100_000 {
+    for _ in 0..rounds / 20 {
         drop(pool.checkout().await?);
     }
-    let rounds = 2_000_000u32;
     let started = Instant::now();
     for _ in 0..rounds {
         let conn = pool.checkout().await?;
@@ -78,6 +73,31 @@ async fn idle_checkout(endpoints: &[Endpoint]) -> Result<f64, Box<dyn std::error
     }
     let elapsed = started.elapsed();
     Ok(elapsed.as_nanos() as f64 / f64::from(rounds))
+}
+
+/// The reference: a bare idle list behind a mutex, pop and push of one
+/// connection, in a loop: ns per op.
+async fn bare_idle_list(endpoint: &Endpoint, rounds: u32) -> Result<f64, BoxError> {
+    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+    let idle = Mutex::new(vec![stream]);
+    let cycle = || -> Result<(), BoxError> {
+        let conn = idle
+            .lock()
+            .map_err(|_| "poisoned")?
+            .pop()
+            .ok_or("no idle connection")?;
+        let conn = std::hint::black_box(conn);
+        idle.lock().map_err(|_| "poisoned")?.push(conn);
+        Ok(())
+    };
+    for _ in 0..rounds / 20 {
+        cycle()?;
+    }
+    let started = Instant::now();
+    for _ in 0..rounds {
+        cycle()?;
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(rounds))
 }
 
 #[derive(Default)]
@@ -105,7 +125,7 @@ async fn load(
     strategy: Strategy,
     endpoints: &[Endpoint],
     run: Duration,
-) -> Result<Outcome, Box<dyn std::error::Error>> {
+) -> Result<Outcome, BoxError> {
     let options = Options {
         max_active: WORKERS,
         max_idle: WORKERS,
@@ -187,27 +207,23 @@ async fn load(
     })
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+pub async fn run(quick: bool) -> Result<Vec<Row>, BoxError> {
+    let (rounds, seconds) = if quick { (200_000, 1) } else { (2_000_000, 4) };
 
-    // (a)
     let mut instant = Vec::new();
     for _ in 0..4 {
         instant.push(Endpoint::from(start_server(Duration::ZERO).await?));
     }
-    let one = idle_checkout(&instant[..1]).await?;
-    let four = idle_checkout(&instant).await?;
-    println!("## Checkout + return of an idle connection (one task)\n");
-    println!("| endpoints | ns per checkout + return |");
-    println!("| ---: | ---: |");
-    println!("| 1 | {one:.0} |");
-    println!("| 4 (all tied: random tie-break) | {four:.0} |");
+    // Alternate the three, best of three each, so noise hits all alike.
+    let (mut one, mut four, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        bare.push(bare_idle_list(&instant[0], rounds).await?);
+        one.push(idle_checkout(&instant[..1], rounds).await?);
+        four.push(idle_checkout(&instant, rounds).await?);
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (one, four, bare) = (best(&one), best(&four), best(&bare));
 
-    // (b)
     let mut endpoints = Vec::new();
     for ms in DELAYS_MS {
         endpoints.push(Endpoint::from(
@@ -217,43 +233,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Duration::from_secs(seconds);
     let least = load(Strategy::LeastRequest, &endpoints, run).await?;
     let robin = load(Strategy::RoundRobin, &endpoints, run).await?;
-
-    println!(
-        "\n## {WORKERS} workers, 4 endpoints answering after 1/2/4/8 ms, {seconds} s per strategy\n"
-    );
-    println!("| endpoint | least request: served | share | mean latency | round robin: served | share | mean latency |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let total = |o: &Outcome| o.served.iter().sum::<u64>();
-    let (lt, rt) = (total(&least), total(&robin));
-    for (i, ms) in DELAYS_MS.iter().enumerate() {
-        let mean = |o: &Outcome| {
-            if o.served[i] == 0 {
-                0.0
-            } else {
-                o.latency_ns[i] as f64 / o.served[i] as f64 / 1e6
-            }
-        };
-        println!(
-            "| {ms} ms | {} | {:.1} % | {:.2} ms | {} | {:.1} % | {:.2} ms |",
-            least.served[i],
-            100.0 * least.served[i] as f64 / lt.max(1) as f64,
-            mean(&least),
-            robin.served[i],
-            100.0 * robin.served[i] as f64 / rt.max(1) as f64,
-            mean(&robin),
-        );
-    }
     let summary = |o: &Outcome| {
-        let n = total(o);
+        let n = o.served.iter().sum::<u64>();
         let rate = n as f64 / o.elapsed.as_secs_f64();
         let mean = o.latency_ns.iter().sum::<u64>() as f64 / n.max(1) as f64 / 1e6;
-        (rate, mean, o.errors)
+        let shares: Vec<String> = o
+            .served
+            .iter()
+            .map(|s| format!("{:.0}", 100.0 * *s as f64 / n.max(1) as f64))
+            .collect();
+        (rate, mean, shares.join("/"), o.errors)
     };
-    let (lr, lm, le) = summary(&least);
-    let (rr, rm, re) = summary(&robin);
-    println!("\n| strategy | requests/s | mean latency | errors |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!("| least request (poolset) | {lr:.0} | {lm:.2} ms | {le} |");
-    println!("| round robin | {rr:.0} | {rm:.2} ms | {re} |");
-    Ok(())
+    let (lr, lm, ls, le) = summary(&least);
+    let (rr, rm, rs, re) = summary(&robin);
+    if le + re > 0 {
+        return Err(format!("load test errors: least request {le}, round robin {re}").into());
+    }
+
+    Ok(vec![
+        Row::info("poolset checkout + return of an idle connection, 1 endpoint", one, "ns")
+            .against("bare mutex-guarded idle list", bare)
+            .target("< 1 µs", one < 1000.0),
+        Row::info(
+            "poolset checkout + return of an idle connection, 4 tied endpoints (random tie-break)",
+            four,
+            "ns",
+        )
+        .against("bare mutex-guarded idle list", bare)
+        .target("< 1 µs", four < 1000.0),
+        Row::info(
+            format!("{WORKERS} workers, 4 endpoints answering after 1/2/4/8 ms, {seconds} s: least request throughput"),
+            lr,
+            "req/s",
+        )
+        .against("round robin", rr)
+        .figure_text(format!("{lr:.0} req/s, {lm:.2} ms mean, shares {ls} %"))
+        .reference_text(format!("round robin: {rr:.0} req/s, {rm:.2} ms mean, shares {rs} %")),
+    ])
 }

@@ -1,11 +1,5 @@
-//! Ketama ring micro-benchmark.
-//!
-//! ```text
-//! cargo run --release -p mcset --example ring_bench
-//! ```
-//!
-//! Prints the mean time of one `pick` on a 100-server ring (random keys)
-//! and the mean time to build a 1000-server ring.
+//! The ketama ring (mcset): one pick on a 100-server ring, next to the MD5
+//! of the key alone (which every pick computes), and a 1000-server rebuild.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -13,19 +7,14 @@ use std::time::{Duration, Instant};
 use mcset::ring::{key_hash, KetamaRing, Node};
 use serversets::Endpoint;
 
+use crate::support::{BoxError, Row};
+
 /// Servers on the ring that `pick` is timed on.
 const PICK_SERVERS: usize = 100;
 /// Distinct keys picked (cycled through).
 const PICK_KEYS: usize = 100_000;
-/// Picks per timed round.
-const PICKS_PER_ROUND: usize = 1_000_000;
-/// Timed rounds of picks.
-const PICK_ROUNDS: usize = 5;
-
 /// Servers on the rings whose construction is timed.
 const BUILD_SERVERS: usize = 1000;
-/// Timed builds.
-const BUILDS: usize = 20;
 
 fn nodes(count: usize) -> Vec<Node> {
     (0..count)
@@ -55,64 +44,66 @@ fn per(total: Duration, count: usize) -> f64 {
     total.as_secs_f64() * 1e9 / count as f64
 }
 
-fn main() {
+pub fn run(quick: bool) -> Result<Vec<Row>, BoxError> {
+    let (picks_per_round, rounds, builds) = if quick {
+        (200_000, 3, 3)
+    } else {
+        (1_000_000, 7, 20)
+    };
     let ring = KetamaRing::new(nodes(PICK_SERVERS));
     let keys = keys(PICK_KEYS);
-    println!(
-        "pick: {} servers, {} points, {} distinct keys of ~{} bytes",
-        ring.len(),
-        ring.point_count(),
-        keys.len(),
-        keys.first().map_or(0, Vec::len)
-    );
+    let points = ring.point_count();
 
     // Warm up.
     let mut checksum = 0usize;
     for key in &keys {
         checksum = checksum.wrapping_add(ring.pick_index(black_box(key)).unwrap_or(0));
     }
-    let mut rounds = Vec::with_capacity(PICK_ROUNDS);
-    for _ in 0..PICK_ROUNDS {
+    // Rounds of picks and of bare MD5s alternate, so noise hits both.
+    let (mut picks, mut hashes) = (Vec::new(), Vec::new());
+    let mut hash_sum = 0u32;
+    for _ in 0..rounds {
         let start = Instant::now();
-        for key in keys.iter().cycle().take(PICKS_PER_ROUND) {
+        for key in keys.iter().cycle().take(picks_per_round) {
             checksum = checksum.wrapping_add(ring.pick_index(black_box(key)).unwrap_or(0));
         }
-        rounds.push(per(start.elapsed(), PICKS_PER_ROUND));
+        picks.push(per(start.elapsed(), picks_per_round));
+        let start = Instant::now();
+        for key in keys.iter().cycle().take(picks_per_round) {
+            hash_sum ^= key_hash(black_box(key));
+        }
+        hashes.push(per(start.elapsed(), picks_per_round));
     }
-    let mean = rounds.iter().sum::<f64>() / rounds.len() as f64;
-    let best = rounds.iter().copied().fold(f64::INFINITY, f64::min);
-    println!(
-        "pick: mean {mean:.1} ns per key over {} picks (best round {best:.1} ns)",
-        PICK_ROUNDS * PICKS_PER_ROUND
-    );
-
-    // The MD5 part alone.
-    let start = Instant::now();
-    let mut hashes = 0u32;
-    for key in keys.iter().cycle().take(PICKS_PER_ROUND) {
-        hashes ^= key_hash(black_box(key));
-    }
-    println!(
-        "key_hash alone: {:.1} ns per key",
-        per(start.elapsed(), PICKS_PER_ROUND)
-    );
-    black_box(hashes);
+    black_box((checksum, hash_sum));
+    let pick = crate::support::median(&picks);
+    let md5 = crate::support::median(&hashes);
 
     let nodes = nodes(BUILD_SERVERS);
     let _ = black_box(KetamaRing::new(nodes.clone())); // warm up
-    let mut total = Duration::ZERO;
-    let mut points = 0;
-    for _ in 0..BUILDS {
+    let mut times = Vec::with_capacity(builds);
+    let mut build_points = 0;
+    for _ in 0..builds {
         let input = nodes.clone();
         let start = Instant::now();
         let ring = KetamaRing::new(black_box(input));
-        total += start.elapsed();
-        points = ring.point_count();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        build_points = ring.point_count();
         drop(black_box(ring));
     }
-    println!(
-        "build: {BUILD_SERVERS} servers ({points} points): mean {:.2} ms over {BUILDS} builds",
-        total.as_secs_f64() * 1e3 / BUILDS as f64
-    );
-    black_box(checksum);
+    let build = crate::support::median(&times);
+
+    Ok(vec![
+        Row::info(
+            format!("ketama pick, {PICK_SERVERS} servers ({points} points), random keys"),
+            pick,
+            "ns",
+        )
+        .against("MD5 of the key alone", md5)
+        .target("< 300 ns", pick < 300.0),
+        Row::info(
+            format!("ketama ring rebuild, {BUILD_SERVERS} servers ({build_points} points)"),
+            build,
+            "ms",
+        ),
+    ])
 }
