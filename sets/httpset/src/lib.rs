@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use reqwest::Method;
-use serversets::{Endpoint, Snapshot, Source};
+use serversets::{Entry, Snapshot, Source};
 
 pub use error::Error;
 pub use request::RequestBuilder;
@@ -185,17 +185,13 @@ impl HttpSet {
         self.inner.source.current()
     }
 
-    /// The next endpoint in rotation, and the snapshot it came from.
-    fn next_endpoint(&self) -> Option<Endpoint> {
-        let snapshot = self.inner.source.current();
+    /// The next entry of `snapshot` in rotation.
+    fn next_entry(&self, snapshot: &Snapshot) -> Option<Arc<Entry>> {
         let len = snapshot.len();
         if len == 0 {
             return None;
         }
         let turn = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        snapshot
-            .entries()
-            .get(turn % len)
-            .map(|e| e.endpoint.clone())
+        snapshot.entries().get(turn % len).cloned()
     }
 }

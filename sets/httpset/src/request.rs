@@ -144,18 +144,19 @@ impl RequestBuilder {
         if let Some(reason) = error {
             return Err(invalid(reason));
         }
-        let Some(first) = set.next_endpoint() else {
+        let snapshot = set.endpoints();
+        let Some(first) = set.next_entry(&snapshot) else {
             return Err(Error::NoEndpoints { method, path });
         };
         let scheme = set.inner.scheme.as_str();
-        let url = format!("{scheme}://{}{path}", first);
+        let url = format!("{scheme}://{}{path}", first.endpoint);
         let builder = steps
             .into_iter()
             .fold(set.inner.client.request(method.clone(), url), |r, step| {
                 step(r)
             });
         let mut request = builder.build().map_err(|e| invalid(e.to_string()))?;
-        let attempts = set.inner.max_attempts.min(set.endpoints().len()).max(1);
+        let attempts = set.inner.max_attempts.min(snapshot.len()).max(1);
         let mut endpoint = first;
         for attempt in 1..=attempts {
             let last = attempt == attempts;
@@ -164,17 +165,17 @@ impl RequestBuilder {
             match (result, spare) {
                 (Ok(response), _) => return Ok(response),
                 (Err(e), Some(next)) if retryable(&method, &e) => {
-                    let Some(other) = set.next_endpoint() else {
+                    let Some(other) = set.next_entry(&set.endpoints()) else {
                         return Err(Error::NoEndpoints { method, path });
                     };
-                    debug!(%endpoint, error = %e, next = %other, "connect failed; trying the next endpoint");
+                    debug!(endpoint = %endpoint.endpoint, error = %e, next = %other.endpoint, "connect failed; trying the next endpoint");
                     request = next;
-                    point_at(request.url_mut(), &other).map_err(invalid)?;
+                    point_at(request.url_mut(), &other.endpoint).map_err(invalid)?;
                     endpoint = other;
                 }
                 (Err(e), _) => {
                     return Err(Error::Http {
-                        endpoint: endpoint.to_string(),
+                        endpoint: endpoint.endpoint.to_string(),
                         source: e,
                     })
                 }

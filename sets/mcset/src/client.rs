@@ -291,43 +291,35 @@ fn absent_is_false(result: Result<bool, MemcacheError>) -> Result<bool, Memcache
 
 /// Builds the ring for a snapshot, reusing clients of servers that stay.
 fn build(snapshot: &Snapshot, options: &Options, reuse: &HashMap<Endpoint, Arc<Server>>) -> State {
+    // Only servers with a client go into the ring, so ring nodes and
+    // clients stay aligned (the ring may also merge duplicate identifiers).
+    let mut clients = HashMap::new();
     let nodes = snapshot
         .iter()
-        .map(|entry| Node::from_entry(entry, options.identifier))
+        .filter_map(|entry| {
+            let server = match reuse.get(&entry.endpoint) {
+                Some(server) => Arc::clone(server),
+                None => match connect(&entry.endpoint, options) {
+                    Ok(client) => Arc::new(Server {
+                        endpoint: entry.endpoint.clone(),
+                        client,
+                    }),
+                    Err(e) => {
+                        warn!(server = %entry.endpoint, error = %e, "cannot set up memcache client; server left out");
+                        return None;
+                    }
+                },
+            };
+            clients.insert(entry.endpoint.clone(), server);
+            Some(Node::from_entry(entry, options.identifier))
+        })
         .collect();
     let ring = KetamaRing::with_compatibility(nodes, options.compatibility);
     let servers = ring
         .nodes()
         .iter()
-        .filter_map(|node| match reuse.get(&node.endpoint) {
-            Some(server) => Some(Arc::clone(server)),
-            None => match connect(&node.endpoint, options) {
-                Ok(client) => Some(Arc::new(Server {
-                    endpoint: node.endpoint.clone(),
-                    client,
-                })),
-                Err(e) => {
-                    warn!(server = %node.endpoint, error = %e, "cannot set up memcache client; server left out");
-                    None
-                }
-            },
-        })
-        .collect::<Vec<_>>();
-    if servers.len() != ring.len() {
-        // Keep ring and clients aligned: rebuild the ring over the servers
-        // that have a client.
-        let usable: Vec<_> = ring
-            .nodes()
-            .iter()
-            .filter(|n| servers.iter().any(|s| s.endpoint == n.endpoint))
-            .cloned()
-            .collect();
-        return State {
-            version: snapshot.version(),
-            ring: KetamaRing::with_compatibility(usable, options.compatibility),
-            servers,
-        };
-    }
+        .filter_map(|node| clients.get(&node.endpoint).cloned())
+        .collect();
     State {
         version: snapshot.version(),
         ring,
