@@ -145,9 +145,32 @@ pub fn member_sequence(name: &str) -> Option<u64> {
     name.strip_prefix(MEMBER_PREFIX)?.parse().ok()
 }
 
+/// The number ZooKeeper appended to a sequential znode's name (ten
+/// digits, any prefix), if the name ends with one.
+pub fn sequential_suffix(name: &str) -> Option<u64> {
+    let start = name.len().checked_sub(10)?;
+    let digits = name.get(start..)?;
+    if digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequential_suffixes() {
+        assert_eq!(sequential_suffix("member_0000000007"), Some(7));
+        assert_eq!(sequential_suffix("vector_0000000012"), Some(12));
+        assert_eq!(sequential_suffix("0000000003"), Some(3));
+        assert_eq!(sequential_suffix("member_"), None);
+        assert_eq!(sequential_suffix("not_a_member"), None);
+        assert_eq!(sequential_suffix("member_00000000x1"), None);
+        assert_eq!(sequential_suffix("ü-ñ-日本"), None);
+    }
 
     #[test]
     fn sequences() {

@@ -67,7 +67,8 @@ impl Publisher {
         self.current.load_full()
     }
 
-    /// Publishes a new snapshot of `entries` with its delta.
+    /// Publishes a new snapshot of `entries`, which are in snapshot order
+    /// already, with its delta.
     pub(crate) fn publish(
         &self,
         entries: Vec<Arc<Entry>>,
@@ -75,7 +76,7 @@ impl Publisher {
         removed: Vec<Arc<Entry>>,
     ) -> Arc<Snapshot> {
         let version = self.current.load().version() + 1;
-        let snapshot = Arc::new(Snapshot::new(version, entries));
+        let snapshot = Arc::new(Snapshot::from_sorted(version, entries));
         self.current.store(Arc::clone(&snapshot));
         self.tx.send_replace(Arc::new(Published {
             snapshot: Arc::clone(&snapshot),
@@ -94,7 +95,7 @@ impl Publisher {
         if added.is_empty() && removed.is_empty() && current.version() > 0 {
             return current;
         }
-        self.publish(candidate.entries().to_vec(), added, removed)
+        self.publish(candidate.into_entries(), added, removed)
     }
 
     /// A subscriber that starts from the current snapshot.

@@ -58,6 +58,24 @@ impl Snapshot {
         Snapshot { version, entries }
     }
 
+    /// A snapshot of entries already in snapshot order.
+    pub(crate) fn from_sorted(version: u64, entries: Vec<Arc<Entry>>) -> Self {
+        debug_assert!(entries
+            .windows(2)
+            .all(|w| w[0].order_key() <= w[1].order_key()));
+        Snapshot { version, entries }
+    }
+
+    /// Its entries, taken out.
+    pub(crate) fn into_entries(self) -> Vec<Arc<Entry>> {
+        self.entries
+    }
+
+    /// Where the entry with this order key is, or would be inserted.
+    pub(crate) fn position(entries: &[Arc<Entry>], key: (u64, &str)) -> Result<usize, usize> {
+        entries.binary_search_by(|e| e.order_key().cmp(&key))
+    }
+
     /// Increases by one with every published change; 0 before the first
     /// load.
     pub fn version(&self) -> u64 {

@@ -6,6 +6,17 @@
 //! once (ZooKeeper requests are pipelined on the session's connection).
 //! Child watches are one-shot and re-armed by re-listing, also after every
 //! reconnection. While ZooKeeper is unreachable the last good set is kept.
+//!
+//! Re-listing a large set takes the server a while (about 5 ms for 10,000
+//! names), and a one-shot notification does not say which child changed.
+//! So a notification first asks for the members a join would have created:
+//! ZooKeeper numbers the sequential children of a parent from one counter,
+//! so the next join takes the number after the highest one listed so far
+//! (or the one after that, if another child came and went). A member that
+//! joined is read and published first, without waiting for the listing;
+//! the listing, which stays the truth, follows at once and re-arms the
+//! watch. A wrong guess costs one round trip (two reads of missing nodes,
+//! pipelined) before the listing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +32,7 @@ use zookeeper_client as zk;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthWatcher};
-use crate::member::{Member, MEMBER_PREFIX, VECTOR_PREFIX};
+use crate::member::{sequential_suffix, Member, MEMBER_PREFIX, VECTOR_PREFIX};
 use crate::path::ServerSetPath;
 use crate::publisher::{Changes, Publisher};
 use crate::selection::{Selection, WatchOptions};
@@ -85,9 +96,10 @@ impl Watch {
             selection: selection.clone(),
             members: HashMap::new(),
             listing: 0,
+            next_sequence: None,
             vectors: BTreeMap::new(),
             vector_events: FuturesUnordered::new(),
-            entries: BTreeMap::new(),
+            entries: Vec::new(),
             stabilizer: options.removal_window().map(Stabilizer::new),
             publisher: Arc::clone(&publisher),
             health: health_tx,
@@ -164,6 +176,20 @@ struct Cached {
     listed: u64,
 }
 
+/// Why the set must be synchronised again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The children changed: a member may have joined.
+    Children,
+    /// Anything else (reconnection, a weight vector, the path appearing).
+    Other,
+}
+
+/// How many sequential numbers a children notification guesses: a join,
+/// or two back to back (or a join after a child the listings never showed,
+/// which took a number too).
+const GUESSES: u64 = 2;
+
 /// What ended one synchronisation.
 enum Synced {
     /// In sync; this watcher fires on the next children change.
@@ -182,12 +208,16 @@ struct Watcher {
     members: HashMap<String, Cached>,
     /// Counts listings, to mark the members each one includes.
     listing: u64,
+    /// The number after the highest sequential suffix listed since the
+    /// path (last) appeared: what ZooKeeper gives the next sequential child.
+    next_sequence: Option<u64>,
     /// Weight vectors by znode name.
     vectors: BTreeMap<String, Vector>,
     /// Data watches on vector nodes; each yields the node's name.
     vector_events: FuturesUnordered<BoxFuture<'static, String>>,
-    /// The served entries, in snapshot order.
-    entries: BTreeMap<(u64, String), Arc<Entry>>,
+    /// The served entries, in snapshot order (published by cloning: one
+    /// copy of the pointers, no sorting).
+    entries: Vec<Arc<Entry>>,
     /// Holds removals back, when configured.
     stabilizer: Option<Stabilizer>,
     publisher: Arc<Publisher>,
@@ -199,6 +229,7 @@ impl Watcher {
     async fn run(mut self) {
         let mut views = self.session.views();
         let mut backoff = Backoff::new();
+        let mut wake = Wake::Other;
         loop {
             let view = match connected(&mut views).await {
                 Ok(view) => view,
@@ -211,7 +242,7 @@ impl Watcher {
             let Some(zk) = view.client else {
                 continue;
             };
-            let synced = match self.sync(&zk).await {
+            let synced = match self.sync(&zk, wake).await {
                 Ok(synced) => synced,
                 Err(e) => {
                     warn!(path = %self.path, error = %e, "watch out of sync; keeping the last set and retrying");
@@ -229,24 +260,28 @@ impl Watcher {
                 let _ = ready.send(());
             }
             let watcher = match synced {
-                Synced::Again => continue,
+                Synced::Again => {
+                    wake = Wake::Other;
+                    continue;
+                }
                 Synced::Children(w) | Synced::Missing(w) => w,
             };
             drop(zk);
-            if !self.wait(watcher, &mut views, epoch).await {
-                return;
+            match self.wait(watcher, &mut views, epoch).await {
+                Some(why) => wake = why,
+                None => return,
             }
         }
     }
 
-    /// Waits until the set must be listed again. `false`: the client is
-    /// gone, stop.
+    /// Waits until the set must be listed again, and says why. `None`: the
+    /// client is gone, stop.
     async fn wait(
         &mut self,
         watcher: zk::OneshotWatcher,
         views: &mut watch::Receiver<crate::session::SessionView>,
         epoch: u64,
-    ) -> bool {
+    ) -> Option<Wake> {
         let mut children = watcher.changed().boxed();
         loop {
             let expiry = self.next_expiry();
@@ -266,27 +301,31 @@ impl Watcher {
                 }
                 event = &mut children => {
                     debug!(path = %self.path, ?event.event_type, ?event.session_state, "watch fired");
-                    return true;
+                    return Some(if event.event_type == zk::EventType::NodeChildrenChanged {
+                        Wake::Children
+                    } else {
+                        Wake::Other
+                    });
                 }
                 Some(name) = self.vector_events.next() => {
                     // Re-read it on the next listing.
                     self.vectors.remove(&name);
-                    return true;
+                    return Some(Wake::Other);
                 }
                 changed = views.changed() => {
                     if changed.is_err() {
-                        return false;
+                        return None;
                     }
                     let view = views.borrow().clone();
                     if view.health == Health::Connected && view.epoch != epoch {
                         // Reconnected: events may have been missed, list again.
-                        return true;
+                        return Some(Wake::Other);
                     }
                     if view.health != Health::Connected {
                         self.set_health(view.health);
                     }
                     if view.health == Health::Closed {
-                        return false;
+                        return None;
                     }
                 }
             }
@@ -302,12 +341,24 @@ impl Watcher {
     }
 
     /// Lists the children (arming a child watch), reads what is new,
-    /// forgets what is gone and publishes the result.
-    async fn sync(&mut self, zk: &zk::Client) -> std::result::Result<Synced, zk::Error> {
+    /// forgets what is gone and publishes the result. Woken by a children
+    /// change, it first publishes a member that joined, if it guesses it.
+    async fn sync(
+        &mut self,
+        zk: &zk::Client,
+        wake: Wake,
+    ) -> std::result::Result<Synced, zk::Error> {
+        if let (Wake::Children, Some(next)) = (wake, self.next_sequence) {
+            // The listing waits for this: sent together, the server and we
+            // would spend on the listing what the join's reads need.
+            let guesses = self.guess_joined(zk, next);
+            self.publish_joined(guesses).await;
+        }
         let children = match zk.get_and_watch_children(self.path.as_str()).await {
             Ok((children, _, watcher)) => (children, watcher),
             Err(zk::Error::NoNode) => {
                 // No path, no members: the set is empty until it appears.
+                self.next_sequence = None;
                 let gone = self.members.drain().map(|(name, _)| name).collect();
                 self.vectors.clear();
                 self.update(Vec::new(), gone, false);
@@ -319,13 +370,18 @@ impl Watcher {
             Err(e) => return Err(e),
         };
         let (names, watcher) = children;
+        debug!(path = %self.path, children = names.len(), "children listed");
         // Mark what is still listed, then sweep the rest: one lookup per
         // child, no second set.
         self.listing += 1;
         let listing = self.listing;
         let mut new_members = Vec::new();
         let mut vectors_now = HashSet::new();
+        let mut next_sequence = self.next_sequence.unwrap_or(0);
         for name in names {
+            if let Some(sequence) = sequential_suffix(&name) {
+                next_sequence = next_sequence.max(sequence.saturating_add(1));
+            }
             if name.starts_with(MEMBER_PREFIX) {
                 match self.members.get_mut(&name) {
                     Some(known) => known.listed = listing,
@@ -335,6 +391,7 @@ impl Watcher {
                 vectors_now.insert(name);
             }
         }
+        self.next_sequence = Some(next_sequence);
         let mut gone = Vec::new();
         self.members.retain(|name, known| {
             let keep = known.listed == listing;
@@ -349,6 +406,40 @@ impl Watcher {
         match failure {
             Some(e) => Err(e),
             None => Ok(Synced::Children(watcher)),
+        }
+    }
+
+    /// Sends reads of the members the next sequence numbers would name
+    /// (not yet known ones only).
+    fn guess_joined(&self, zk: &zk::Client, next: u64) -> Vec<(String, GuessedRead)> {
+        (0..GUESSES)
+            .filter_map(|i| next.checked_add(i))
+            .map(|sequence| format!("{MEMBER_PREFIX}{sequence:010}"))
+            .filter(|name| !self.members.contains_key(name))
+            .map(|name| {
+                let read = zk.get_data(&self.path.member_path(&name)).boxed();
+                (name, read)
+            })
+            .collect()
+    }
+
+    /// Caches and publishes the guessed members that exist. Failures are
+    /// left to the listing that follows.
+    async fn publish_joined(&mut self, guesses: Vec<(String, GuessedRead)>) {
+        let mut joined = Vec::new();
+        for (name, read) in guesses {
+            if let Ok((data, _)) = read.await {
+                let cached = Cached {
+                    member: decode(&self.path, &name, &data),
+                    listed: self.listing,
+                };
+                self.members.insert(name.clone(), cached);
+                joined.push(name);
+            }
+        }
+        if !joined.is_empty() {
+            debug!(path = %self.path, members = ?joined, "joined members read before the listing");
+            self.update(joined, Vec::new(), false);
         }
     }
 
@@ -436,30 +527,28 @@ impl Watcher {
         let mut removed_entries = Vec::new();
         if reweigh {
             // Weights may have changed for anyone: rebuild every entry.
-            let old = std::mem::take(&mut self.entries);
-            let names: Vec<String> = self.members.keys().cloned().collect();
-            for name in names {
-                if let Some(entry) = self.entry(&name) {
-                    self.entries.insert(key(&entry), entry);
-                }
-            }
-            let old_snapshot = Snapshot::new(0, old.into_values().collect());
-            let new_snapshot = Snapshot::new(0, self.entries.values().cloned().collect());
-            (added_entries, removed_entries) = crate::snapshot::diff(&old_snapshot, &new_snapshot);
+            let old = Snapshot::from_sorted(0, std::mem::take(&mut self.entries));
+            let rebuilt = self
+                .members
+                .keys()
+                .filter_map(|name| self.entry(name))
+                .collect();
+            let new = Snapshot::new(0, rebuilt);
+            (added_entries, removed_entries) = crate::snapshot::diff(&old, &new);
+            self.entries = new.into_entries();
         } else {
             for name in gone {
-                let k = (
-                    crate::member::member_sequence(&name).unwrap_or(u64::MAX),
-                    name,
-                );
-                if let Some(entry) = self.entries.remove(&k) {
-                    removed_entries.push(entry);
+                let sequence = crate::member::member_sequence(&name).unwrap_or(u64::MAX);
+                if let Ok(at) = Snapshot::position(&self.entries, (sequence, &name)) {
+                    removed_entries.push(self.entries.remove(at));
                 }
             }
             for name in added {
                 if let Some(entry) = self.entry(&name) {
-                    self.entries.insert(key(&entry), Arc::clone(&entry));
-                    added_entries.push(entry);
+                    if let Err(at) = Snapshot::position(&self.entries, entry.order_key()) {
+                        self.entries.insert(at, Arc::clone(&entry));
+                        added_entries.push(entry);
+                    }
                 }
             }
         }
@@ -470,16 +559,15 @@ impl Watcher {
         }
         let first = self.publisher.current().version() == 0;
         if first || !added_entries.is_empty() || !removed_entries.is_empty() {
-            let entries = self.entries.values().cloned().collect();
             self.publisher
-                .publish(entries, added_entries, removed_entries);
+                .publish(self.entries.clone(), added_entries, removed_entries);
         }
     }
 
     /// Publishes the stabilized view of the entries, if it changed.
     fn publish_stabilized(&mut self) {
         if let Some(stabilizer) = &self.stabilizer {
-            let view = stabilizer.view(self.entries.values());
+            let view = stabilizer.view(self.entries.iter());
             self.publisher.replace(view);
         }
     }
@@ -502,6 +590,9 @@ impl Watcher {
         )))
     }
 }
+
+/// A read sent ahead of a listing.
+type GuessedRead = BoxFuture<'static, std::result::Result<(Vec<u8>, zk::Stat), zk::Error>>;
 
 /// How many reads one multi-read request carries.
 const MULTI_READ_CHUNK: usize = 500;
@@ -557,11 +648,6 @@ async fn read_each(
         .into_iter()
         .map(|r| r.map(|(data, _)| data))
         .collect()
-}
-
-fn key(entry: &Entry) -> (u64, String) {
-    let (sequence, name) = entry.order_key();
-    (sequence, name.to_owned())
 }
 
 /// Decodes one member, warning (once, since the result is cached) about
