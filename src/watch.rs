@@ -351,8 +351,7 @@ impl Watcher {
         if let (Wake::Children, Some(next)) = (wake, self.next_sequence) {
             // The listing waits for this: sent together, the server and we
             // would spend on the listing what the join's reads need.
-            let guesses = self.guess_joined(zk, next);
-            self.publish_joined(guesses).await;
+            self.read_ahead(zk, next).await;
         }
         let children = match zk.get_and_watch_children(self.path.as_str()).await {
             Ok((children, _, watcher)) => (children, watcher),
@@ -409,26 +408,28 @@ impl Watcher {
         }
     }
 
-    /// Sends reads of the members the next sequence numbers would name
-    /// (not yet known ones only).
-    fn guess_joined(&self, zk: &zk::Client, next: u64) -> Vec<(String, GuessedRead)> {
-        (0..GUESSES)
+    /// Reads the members the next sequence numbers would name (in one
+    /// multi-read: one request, one round trip), and caches and publishes
+    /// those that exist. Anything that fails is left to the listing that
+    /// follows (a server before 3.6 refuses multi-reads).
+    async fn read_ahead(&mut self, zk: &zk::Client, next: u64) {
+        let names: Vec<String> = (0..GUESSES)
             .filter_map(|i| next.checked_add(i))
             .map(|sequence| format!("{MEMBER_PREFIX}{sequence:010}"))
             .filter(|name| !self.members.contains_key(name))
-            .map(|name| {
-                let read = zk.get_data(&self.path.member_path(&name)).boxed();
-                (name, read)
-            })
-            .collect()
-    }
-
-    /// Caches and publishes the guessed members that exist. Failures are
-    /// left to the listing that follows.
-    async fn publish_joined(&mut self, guesses: Vec<(String, GuessedRead)>) {
+            .collect();
+        let mut reader = zk.new_multi_reader();
+        for name in &names {
+            if reader.add_get_data(&self.path.member_path(name)).is_err() {
+                return;
+            }
+        }
+        let Ok(results) = reader.commit().await else {
+            return;
+        };
         let mut joined = Vec::new();
-        for (name, read) in guesses {
-            if let Ok((data, _)) = read.await {
+        for (name, result) in names.into_iter().zip(results) {
+            if let zk::MultiReadResult::Data { data, .. } = result {
                 let cached = Cached {
                     member: decode(&self.path, &name, &data),
                     listed: self.listing,
@@ -590,9 +591,6 @@ impl Watcher {
         )))
     }
 }
-
-/// A read sent ahead of a listing.
-type GuessedRead = BoxFuture<'static, std::result::Result<(Vec<u8>, zk::Stat), zk::Error>>;
 
 /// How many reads one multi-read request carries.
 const MULTI_READ_CHUNK: usize = 500;

@@ -11,9 +11,10 @@
 //! - one raw children listing of the quiet set.
 //!
 //! Then, with our watch gone (it would re-list at the same moment):
-//! - a raw incremental watcher, the least any watcher on ZooKeeper's
-//!   one-shot child watches does: notified, re-list (which re-arms the
-//!   watch), find the new name, read it; each step timed;
+//! - a raw incremental watcher, the least a watcher that learns of a join
+//!   from the listing does: notified, re-list (which re-arms the watch),
+//!   find the new name, read it; each step timed (serversets reads a join
+//!   before re-listing, from the number ZooKeeper gave it);
 //! - the naive watcher (go.serversets' way): list and re-read every member
 //!   on each notification, all reads pipelined (its best case).
 
