@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod base;
 mod error;
 mod request;
 
@@ -73,6 +74,8 @@ struct Inner {
     scheme: Scheme,
     max_attempts: usize,
     next: AtomicUsize,
+    /// The endpoints' base URLs, parsed once per snapshot.
+    bases: base::BaseCache,
 }
 
 impl std::fmt::Debug for HttpSet {
@@ -122,6 +125,7 @@ impl HttpSetBuilder {
                 scheme: self.scheme,
                 max_attempts: self.max_attempts,
                 next: AtomicUsize::new(0),
+                bases: base::BaseCache::default(),
             }),
         }
     }
@@ -185,13 +189,19 @@ impl HttpSet {
         self.inner.source.current()
     }
 
-    /// The next entry of `snapshot` in rotation.
-    fn next_entry(&self, snapshot: &Snapshot) -> Option<Arc<Entry>> {
+    /// The position in `snapshot` of its next entry in rotation, and the
+    /// entry.
+    fn next_turn<'s>(&self, snapshot: &'s Snapshot) -> Option<(usize, &'s Arc<Entry>)> {
         let len = snapshot.len();
         if len == 0 {
             return None;
         }
-        let turn = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        snapshot.entries().get(turn % len).cloned()
+        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % len;
+        Some((index, snapshot.entries().get(index)?))
+    }
+
+    /// The next entry of `snapshot` in rotation.
+    fn next_entry(&self, snapshot: &Snapshot) -> Option<Arc<Entry>> {
+        self.next_turn(snapshot).map(|(_, entry)| Arc::clone(entry))
     }
 }

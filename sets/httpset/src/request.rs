@@ -1,10 +1,11 @@
 //! Building and sending one request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Body, Method, Response};
-use serversets::Endpoint;
+use serversets::{Endpoint, Entry, Snapshot};
 use tracing::debug;
 
 use crate::{Error, HttpSet};
@@ -21,6 +22,9 @@ pub struct RequestBuilder {
     method: Method,
     path: String,
     steps: Vec<Step>,
+    /// Whether a step came from [`map`](Self::map) and may have set
+    /// anything on the request (else only headers, body and timeout).
+    opaque: bool,
     error: Option<String>,
 }
 
@@ -41,6 +45,7 @@ impl RequestBuilder {
             method,
             path: path.to_owned(),
             steps: Vec::new(),
+            opaque: false,
             error,
         }
     }
@@ -55,18 +60,18 @@ impl RequestBuilder {
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        self.map(|r| r.header(key, value))
+        self.step(|r| r.header(key, value))
     }
 
     /// Adds headers.
     pub fn headers(self, headers: reqwest::header::HeaderMap) -> Self {
-        self.map(|r| r.headers(headers))
+        self.step(|r| r.headers(headers))
     }
 
     /// Sets the body.
     pub fn body<T: Into<Body>>(self, body: T) -> Self {
         let body: Body = body.into();
-        self.map(|r| r.body(body))
+        self.step(|r| r.body(body))
     }
 
     /// Sets a JSON body and the `content-type: application/json` header.
@@ -98,23 +103,32 @@ impl RequestBuilder {
 
     /// A timeout for the whole request, per attempt.
     pub fn timeout(self, timeout: Duration) -> Self {
-        self.map(move |r| r.timeout(timeout))
+        self.step(move |r| r.timeout(timeout))
     }
 
     /// HTTP basic authentication.
     pub fn basic_auth(self, username: impl Into<String>, password: Option<String>) -> Self {
         let username = username.into();
-        self.map(move |r| r.basic_auth(username, password))
+        self.step(move |r| r.basic_auth(username, password))
     }
 
     /// A bearer token.
     pub fn bearer_auth(self, token: impl Into<String>) -> Self {
         let token = token.into();
-        self.map(move |r| r.bearer_auth(token))
+        self.step(move |r| r.bearer_auth(token))
     }
 
     /// Anything else reqwest's builder offers.
     pub fn map(
+        mut self,
+        step: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + 'static,
+    ) -> Self {
+        self.opaque = true;
+        self.step(step)
+    }
+
+    /// Adds a step that sets only headers, the body or the timeout.
+    fn step(
         mut self,
         step: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + 'static,
     ) -> Self {
@@ -135,43 +149,124 @@ impl RequestBuilder {
             method,
             path,
             steps,
+            opaque,
             error,
         } = self;
-        let invalid = |reason: String| Error::InvalidRequest {
-            path: path.clone(),
-            reason,
-        };
         if let Some(reason) = error {
-            return Err(invalid(reason));
+            return Err(invalid(path, reason));
         }
         let snapshot = set.endpoints();
-        let Some(first) = set.next_entry(&snapshot) else {
+        let Some((index, first)) = set.next_turn(&snapshot) else {
             return Err(Error::NoEndpoints { method, path });
         };
-        let scheme = set.inner.scheme.as_str();
-        let url = format!("{scheme}://{}{path}", first.endpoint);
-        let builder = steps
-            .into_iter()
-            .fold(set.inner.client.request(method.clone(), url), |r, step| {
-                step(r)
-            });
-        let mut request = builder.build().map_err(|e| invalid(e.to_string()))?;
         let attempts = set.inner.max_attempts.min(snapshot.len()).max(1);
-        let mut endpoint = first;
-        for attempt in 1..=attempts {
-            let last = attempt == attempts;
-            let spare = if last { None } else { request.try_clone() };
-            let result = set.inner.client.execute(request).await;
-            match (result, spare) {
+        // The request is built and handed to reqwest in a block, so that
+        // the future does not keep room for it while waiting.
+        let (pending, spare) = {
+            let builder = steps
+                .into_iter()
+                .fold(start(&set, &snapshot, index, &method, &path), |r, step| {
+                    step(r)
+                });
+            let request = match builder.build() {
+                Ok(request) => request,
+                Err(e) => return Err(invalid(path, e.to_string())),
+            };
+            // What a second attempt needs, taken before the first consumes
+            // the request; small, so that the future stays small too.
+            let spare = if attempts > 1 {
+                Spare::of(&request, opaque)
+            } else {
+                None
+            };
+            (set.inner.client.execute(request), spare)
+        };
+        let failed = match pending.await {
+            Ok(response) => return Ok(response),
+            Err(e) => e,
+        };
+        match spare {
+            Some(spare) if retryable(&method, &failed) => {
+                // Boxed: its state is only allocated when retrying.
+                let first = Arc::clone(first);
+                let retry = Retry {
+                    set: &set,
+                    snapshot: &snapshot,
+                    index,
+                    method,
+                    path,
+                    opaque,
+                    attempts,
+                };
+                Box::pin(retry.run(first, failed, spare)).await
+            }
+            _ => Err(Error::Http {
+                endpoint: first.endpoint.to_string(),
+                source: failed,
+            }),
+        }
+    }
+}
+
+/// The invalid-request error for `path`.
+fn invalid(path: String, reason: String) -> Error {
+    Error::InvalidRequest { path, reason }
+}
+
+/// The attempts after a first one failed in a way that may be retried.
+struct Retry<'a> {
+    set: &'a HttpSet,
+    /// The snapshot of the first attempt, with the first endpoint at `index`.
+    snapshot: &'a Arc<Snapshot>,
+    index: usize,
+    method: Method,
+    path: String,
+    opaque: bool,
+    /// All attempts, the first included.
+    attempts: usize,
+}
+
+impl Retry<'_> {
+    /// Attempts 2 to `attempts`, each on the next endpoint of the set as it
+    /// is then, after `failed` on `endpoint`; `spare` rebuilds the request.
+    async fn run(
+        self,
+        mut endpoint: Arc<Entry>,
+        mut failed: reqwest::Error,
+        mut spare: Spare,
+    ) -> Result<Response, Error> {
+        let Retry {
+            set,
+            snapshot,
+            index,
+            method,
+            path,
+            opaque,
+            attempts,
+        } = self;
+        for attempt in 2..=attempts {
+            let Some(other) = set.next_entry(&set.endpoints()) else {
+                return Err(Error::NoEndpoints { method, path });
+            };
+            debug!(endpoint = %endpoint.endpoint, error = %failed, next = %other.endpoint, "connect failed; trying the next endpoint");
+            let mut request = match spare.into_request(set, snapshot, index, &method, &path) {
+                Ok(request) => request,
+                Err(e) => return Err(invalid(path, e.to_string())),
+            };
+            if let Err(reason) = point_at(request.url_mut(), &other.endpoint) {
+                return Err(invalid(path, reason));
+            }
+            endpoint = other;
+            let next = if attempt == attempts {
+                None
+            } else {
+                Spare::of(&request, opaque)
+            };
+            match (set.inner.client.execute(request).await, next) {
                 (Ok(response), _) => return Ok(response),
                 (Err(e), Some(next)) if retryable(&method, &e) => {
-                    let Some(other) = set.next_entry(&set.endpoints()) else {
-                        return Err(Error::NoEndpoints { method, path });
-                    };
-                    debug!(endpoint = %endpoint.endpoint, error = %e, next = %other.endpoint, "connect failed; trying the next endpoint");
-                    request = next;
-                    point_at(request.url_mut(), &other.endpoint).map_err(invalid)?;
-                    endpoint = other;
+                    failed = e;
+                    spare = next;
                 }
                 (Err(e), _) => {
                     return Err(Error::Http {
@@ -181,7 +276,81 @@ impl RequestBuilder {
                 }
             }
         }
+        // Not reached: the last attempt keeps no spare, so it returns above.
         Err(Error::NoEndpoints { method, path })
+    }
+}
+
+/// reqwest's builder for `path` at the entry at `index` of `snapshot`:
+/// the URL joined onto the endpoint's cached base URL, or else parsed from
+/// `scheme://endpoint/path` (see `base.rs`).
+fn start(
+    set: &HttpSet,
+    snapshot: &Arc<Snapshot>,
+    index: usize,
+    method: &Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let inner = &set.inner;
+    let joined = inner.bases.url(inner.scheme, snapshot, index, path);
+    match (joined, snapshot.entries().get(index)) {
+        (Some(url), _) => inner.client.request(method.clone(), url),
+        (None, Some(entry)) => inner.client.request(
+            method.clone(),
+            format!("{}://{}{path}", inner.scheme.as_str(), entry.endpoint),
+        ),
+        // Not reached: `index` is a position in `snapshot`.
+        (None, None) => inner.client.request(method.clone(), path),
+    }
+}
+
+/// What another attempt is made from, taken before an attempt consumes
+/// the request. Without a body or a [`RequestBuilder::map`] step, the
+/// request is what `start` gives plus headers and a timeout: those are
+/// kept and the request is rebuilt, without copying the URL.
+enum Spare {
+    /// Nothing besides the URL: no headers, no timeout.
+    Rebuild,
+    /// The headers and the timeout.
+    Parts(Box<(HeaderMap, Option<Duration>)>),
+    /// A copy of the whole request: for requests that went through
+    /// `map`, which may have set anything, and for requests with a body
+    /// (the copy shares its bytes).
+    Request(Box<reqwest::Request>),
+}
+
+impl Spare {
+    /// `None` if the body cannot be replayed.
+    fn of(request: &reqwest::Request, opaque: bool) -> Option<Spare> {
+        if opaque || request.body().is_some() {
+            return request.try_clone().map(|r| Spare::Request(Box::new(r)));
+        }
+        let timeout = request.timeout().copied();
+        Some(if request.headers().is_empty() && timeout.is_none() {
+            Spare::Rebuild
+        } else {
+            Spare::Parts(Box::new((request.headers().clone(), timeout)))
+        })
+    }
+
+    /// The request again, still pointed at the first attempt's endpoint.
+    fn into_request(
+        self,
+        set: &HttpSet,
+        snapshot: &Arc<Snapshot>,
+        index: usize,
+        method: &Method,
+        path: &str,
+    ) -> Result<reqwest::Request, reqwest::Error> {
+        let (headers, timeout) = match self {
+            Spare::Request(request) => return Ok(*request),
+            Spare::Rebuild => return start(set, snapshot, index, method, path).build(),
+            Spare::Parts(parts) => *parts,
+        };
+        let mut request = start(set, snapshot, index, method, path).build()?;
+        *request.headers_mut() = headers;
+        *request.timeout_mut() = timeout;
+        Ok(request)
     }
 }
 
@@ -204,4 +373,85 @@ fn point_at(url: &mut reqwest::Url, endpoint: &Endpoint) -> Result<(), String> {
         .map_err(|e| format!("endpoint {endpoint}: {e}"))?;
     url.set_port(Some(endpoint.port))
         .map_err(|()| format!("endpoint {endpoint}: cannot carry a port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixedset::FixedSet;
+
+    /// The requests of the test below, and the spare each keeps.
+    fn case(set: &HttpSet, case: usize) -> Option<(RequestBuilder, &'static str)> {
+        Some(match case {
+            0 => (set.get("/plain"), "rebuild"),
+            1 => (set.head("/a/../b?x=1#f"), "rebuild"),
+            2 => (set.get("/q").query(&[("k", "v w")]), "rebuild"),
+            3 => (set.get("/h").header("x-a", "1").header("x-a", "2"), "parts"),
+            4 => (set.get("/t").timeout(Duration::from_millis(1500)), "parts"),
+            5 => (
+                set.delete("/u").basic_auth("user", Some("pw".into())),
+                "parts",
+            ),
+            6 => (set.put("/v").bearer_auth("token"), "parts"),
+            7 => (set.post("/b").body("bytes"), "request"),
+            8 => (
+                set.get("/m").map(|r| r.version(http::Version::HTTP_10)),
+                "request",
+            ),
+            _ => return None,
+        })
+    }
+
+    /// A retry's request, rebuilt from its spare, equals a copy of the
+    /// first one pointed at the other endpoint (what retries sent before:
+    /// `try_clone` and `point_at`).
+    #[test]
+    fn rebuilt_requests_equal_copies() {
+        let set = HttpSet::new(FixedSet::from_endpoints([
+            Endpoint::new("127.0.0.1", 8080),
+            Endpoint::new("example.com", 80),
+        ]));
+        let snapshot = set.endpoints();
+        let other = Endpoint::new("::1", 9000);
+        for n in 0.. {
+            for index in 0..snapshot.len() {
+                // Steps run once: a new builder for each index.
+                let Some((builder, kind)) = case(&set, n) else {
+                    return;
+                };
+                let (method, path, opaque) = (builder.method, builder.path, builder.opaque);
+                let first = builder
+                    .steps
+                    .into_iter()
+                    .fold(start(&set, &snapshot, index, &method, &path), |r, step| {
+                        step(r)
+                    })
+                    .build()
+                    .expect("build");
+                let spare = Spare::of(&first, opaque).expect("spare");
+                let got = match &spare {
+                    Spare::Rebuild => "rebuild",
+                    Spare::Parts(_) => "parts",
+                    Spare::Request(_) => "request",
+                };
+                assert_eq!(got, kind, "{path}");
+                let mut want = first.try_clone().expect("copy");
+                point_at(want.url_mut(), &other).expect("point");
+                let mut rebuilt = spare
+                    .into_request(&set, &snapshot, index, &method, &path)
+                    .expect("rebuild");
+                point_at(rebuilt.url_mut(), &other).expect("point");
+                assert_eq!(rebuilt.method(), want.method(), "{path}");
+                assert_eq!(rebuilt.url(), want.url(), "{path}");
+                assert_eq!(rebuilt.headers(), want.headers(), "{path}");
+                assert_eq!(rebuilt.timeout(), want.timeout(), "{path}");
+                assert_eq!(rebuilt.version(), want.version(), "{path}");
+                assert_eq!(
+                    rebuilt.body().and_then(Body::as_bytes),
+                    want.body().and_then(Body::as_bytes),
+                    "{path}"
+                );
+            }
+        }
+    }
 }

@@ -180,3 +180,23 @@ async fn bodies_headers_and_errors() {
         other => panic!("unexpected {other}"),
     }
 }
+
+#[tokio::test]
+async fn retries_keep_headers_and_timeout() {
+    let a = HttpServer::start("a").expect("http server");
+    let dead: Endpoint = testkit::dead_endpoint().expect("port").parse().unwrap();
+    let http = HttpSet::new(FixedSet::from_endpoints([dead, endpoint(&a)]));
+    for i in 0..6 {
+        let response = http
+            .get(&format!("/r/{i}"))
+            .header("x-test", "yes")
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .expect("retried on the live endpoint");
+        assert_eq!(response.text().await.unwrap(), "a");
+    }
+    let mut paths = a.paths();
+    paths.sort();
+    assert_eq!(paths, (0..6).map(|i| format!("/r/{i}")).collect::<Vec<_>>());
+}

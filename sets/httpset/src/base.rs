@@ -1,0 +1,309 @@
+//! Request URLs without a string round trip: each endpoint's base URL
+//! (`scheme://host:port/`) is parsed once per snapshot, and a request's URL
+//! is its path joined onto that base.
+//!
+//! Joining parses only the path (and query); a path of plain characters
+//! only is set with `Url::set_path` on a copy of the base, the same path
+//! parser without reference resolution. Parsing the whole
+//! `scheme://host:port/path` string again for every request also parses
+//! the scheme and the host (for a name, IDNA processing). The result is the
+//! same URL: a path that starts with one `/` replaces the base's path,
+//! query and fragment, with the same path, query and fragment rules as a
+//! full parse (unit tests below compare the two). Where that does not
+//! hold, [`BaseCache::url`] answers `None` and the caller formats and
+//! parses the whole string as before:
+//!
+//! * paths that start with `//` or `/\` (ignoring tabs and newlines, which
+//!   URL parsing drops): joined, they would name another host;
+//! * endpoints whose `scheme://host:port/` does not parse to exactly that
+//!   authority and the path `/` (a host with `/`, `?`, `#`, ... in it), or
+//!   does not parse at all: the full parse reports the error as before.
+
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+
+use reqwest::Url;
+use serversets::Snapshot;
+
+use crate::Scheme;
+
+/// The base URLs of one snapshot's endpoints, by position in the snapshot.
+struct Bases {
+    /// The snapshot the bases were made from. Weak, so that the cache keeps
+    /// no endpoint alive; while it is held, the snapshot's allocation (the
+    /// address compared) cannot be reused by another snapshot.
+    snapshot: Weak<Snapshot>,
+    /// `Some` where a path may be joined onto the base.
+    urls: Vec<Option<Url>>,
+}
+
+impl Bases {
+    fn new(scheme: Scheme, snapshot: &Arc<Snapshot>) -> Self {
+        let urls = snapshot
+            .iter()
+            .map(|entry| base_url(scheme, &entry.endpoint))
+            .collect();
+        Bases {
+            snapshot: Arc::downgrade(snapshot),
+            urls,
+        }
+    }
+
+    fn is_for(&self, snapshot: &Arc<Snapshot>) -> bool {
+        std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+    }
+
+    fn join(&self, index: usize, path: &str) -> Option<Url> {
+        let base = self.urls.get(index)?.as_ref()?;
+        if plain_path(path) {
+            // The same path parser as joining, minus the reference
+            // resolution and the string growing from the path's length.
+            let mut url = base.clone();
+            url.set_path(path);
+            return Some(url);
+        }
+        base.join(path).ok()
+    }
+}
+
+/// `scheme://endpoint/`, if a path joined onto it gives what parsing
+/// `scheme://endpoint` followed by the path gives.
+fn base_url(scheme: Scheme, endpoint: &serversets::Endpoint) -> Option<Url> {
+    let url = Url::parse(&format!("{}://{endpoint}/", scheme.as_str())).ok()?;
+    // The authority must end where the endpoint ends: then a path after it
+    // is parsed from the same place in both cases.
+    let exact = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+    exact.then_some(url)
+}
+
+/// Whether joining `path` (which starts with `/`) onto a base keeps the
+/// base's authority: not if it starts with two slashes (`\` counts as one
+/// in http(s) URLs; tabs and newlines are dropped before parsing).
+fn joinable(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    !rest
+        .trim_start_matches(['\t', '\n', '\r'])
+        .starts_with(['/', '\\'])
+}
+
+/// Whether `path` is only a path, of characters that URL parsing takes as
+/// they are (no query, fragment, percent sign, backslash, space or control
+/// character to trim, drop or encode; dot segments are resolved the same
+/// way by `Url::set_path`).
+fn plain_path(path: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b))
+}
+
+/// The base URLs of the snapshot seen last.
+#[derive(Default)]
+pub(crate) struct BaseCache {
+    bases: RwLock<Option<Bases>>,
+}
+
+impl BaseCache {
+    /// The URL of `path` at the endpoint at `index` of `snapshot`, joined
+    /// onto its base; `None` if the caller must parse the whole URL string
+    /// instead (see the module's documentation).
+    pub(crate) fn url(
+        &self,
+        scheme: Scheme,
+        snapshot: &Arc<Snapshot>,
+        index: usize,
+        path: &str,
+    ) -> Option<Url> {
+        if !joinable(path) {
+            return None;
+        }
+        {
+            let bases = self.bases.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(bases) = bases.as_ref().filter(|b| b.is_for(snapshot)) {
+                return bases.join(index, path);
+            }
+        }
+        // A new snapshot: parse its bases once. Requests racing here may
+        // each do it; the last one stays.
+        let bases = Bases::new(scheme, snapshot);
+        let url = bases.join(index, path);
+        *self.bases.write().unwrap_or_else(PoisonError::into_inner) = Some(bases);
+        url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serversets::{Endpoint, Source};
+
+    fn full(scheme: Scheme, endpoint: &Endpoint, path: &str) -> Result<Url, String> {
+        Url::parse(&format!("{}://{endpoint}{path}", scheme.as_str())).map_err(|e| e.to_string())
+    }
+
+    fn snapshot(endpoints: &[Endpoint]) -> Arc<Snapshot> {
+        fixedset::FixedSet::from_endpoints(endpoints.iter().cloned()).current()
+    }
+
+    /// Joined URLs equal fully parsed ones wherever a joined URL is given.
+    fn check(endpoints: &[Endpoint], paths: &[String]) -> (usize, usize) {
+        let (mut joined, mut fallback) = (0, 0);
+        for scheme in [Scheme::Http, Scheme::Https] {
+            let snapshot = snapshot(endpoints);
+            let cache = BaseCache::default();
+            for (index, entry) in snapshot.iter().enumerate() {
+                for path in paths {
+                    match cache.url(scheme, &snapshot, index, path) {
+                        Some(url) => {
+                            joined += 1;
+                            let want = full(scheme, &entry.endpoint, path);
+                            assert_eq!(Ok(&url), want.as_ref(), "{} {path:?}", entry.endpoint);
+                            assert_eq!(url.as_str(), want.as_ref().map(Url::as_str).unwrap());
+                        }
+                        None => fallback += 1,
+                    }
+                }
+            }
+        }
+        (joined, fallback)
+    }
+
+    fn tricky_paths() -> Vec<String> {
+        let mut paths: Vec<String> = [
+            "/",
+            "/bench",
+            "/users/1",
+            "/a/b/../c/./d",
+            "/a/%2e%2E/b",
+            "/..",
+            "/./..//x",
+            "/a b/c d",
+            "/a%20b?x=1&y=%zz",
+            "/?",
+            "/#",
+            "/p?q#f",
+            "/p#f?q",
+            "/p?q?r#f#g",
+            "/ü/ö?ä=ß#€",
+            "/x y ",
+            "/x\t",
+            "/x\u{0}",
+            "/x\u{1f} ",
+            "/a\tb\nc\rd",
+            "/\t/evil",
+            "/\n\\evil",
+            "//evil.example/x",
+            "/\\evil.example/x",
+            "/\\",
+            "/a\\b\\..\\c",
+            "/C:/x",
+            "/c|/x",
+            "/%",
+            "/%2",
+            "/<>\"`{}|^",
+            "/'?'#'",
+            "/@user:pw@host",
+            "/:80",
+            "/[::1]",
+            "/?a=<b>&c=\"d\"&e='f'",
+            "/echo?x=1",
+            "/\u{7f}",
+            "/a/%2F/b",
+            "/%00",
+            "/a/./b/../../c",
+            "/./",
+            "/../../x",
+            "/a/.",
+            "/a/..",
+            "/~user/!$&'()*+,;=:@-_.",
+            "/a//b",
+            "/.well-known/x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Pseudo-random paths over the characters that matter to parsing.
+        let alphabet: Vec<char> = "/\\?#%.a1 \t\n\r:@[]\u{0}\u{1f}\u{7f}é%2e....///"
+            .chars()
+            .collect();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let mut path = String::from("/");
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 12) as usize;
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                path.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            paths.push(path);
+        }
+        paths
+    }
+
+    #[test]
+    fn joined_urls_equal_fully_parsed_ones() {
+        let endpoints = [
+            Endpoint::new("127.0.0.1", 8080),
+            Endpoint::new("localhost", 80),
+            Endpoint::new("Users-1.PROD.example.com", 443),
+            Endpoint::new("::1", 9000),
+            Endpoint::new("bücher.example", 8080),
+            Endpoint::new("0x7f.1", 1),
+        ];
+        let paths = tricky_paths();
+        let plain = paths.iter().filter(|p| plain_path(p)).count();
+        assert!(plain > 300, "{plain} paths take Url::set_path");
+        let (joined, fallback) = check(&endpoints, &paths);
+        assert!(joined > 30_000, "{joined} joined");
+        assert!(fallback > 0, "some paths must fall back");
+    }
+
+    #[test]
+    fn odd_endpoints_fall_back_to_a_full_parse() {
+        let odd = [
+            Endpoint::new("a/b", 80),
+            Endpoint::new("a?b", 80),
+            Endpoint::new("a#b", 80),
+            Endpoint::new("user@host", 80),
+            Endpoint::new("a b", 80),
+            Endpoint::new("", 80),
+            Endpoint::new("a\tb", 80),
+        ];
+        // Where a base is used at all, the result is the full parse's.
+        check(&odd, &tricky_paths());
+        let snapshot = snapshot(&odd[..3]);
+        let cache = BaseCache::default();
+        for index in 0..3 {
+            assert_eq!(cache.url(Scheme::Http, &snapshot, index, "/x"), None);
+        }
+    }
+
+    #[test]
+    fn paths_that_would_name_another_host_fall_back() {
+        for path in ["//h/x", "/\\h", "/\t/h", "/\n\r\\h", "x", ""] {
+            assert!(!joinable(path), "{path:?}");
+        }
+        for path in ["/", "/x//y", "/x\\\\y", "/\tx"] {
+            assert!(joinable(path), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn follows_the_snapshot() {
+        let cache = BaseCache::default();
+        let one = snapshot(&[Endpoint::new("10.0.0.1", 80)]);
+        let two = snapshot(&[Endpoint::new("10.0.0.2", 81)]);
+        let url = |s: &Arc<Snapshot>| cache.url(Scheme::Http, s, 0, "/p").map(String::from);
+        assert_eq!(url(&one).as_deref(), Some("http://10.0.0.1/p"));
+        assert_eq!(url(&two).as_deref(), Some("http://10.0.0.2:81/p"));
+        assert_eq!(url(&one).as_deref(), Some("http://10.0.0.1/p"));
+        assert_eq!(
+            cache.url(Scheme::Http, &one, 1, "/p"),
+            None,
+            "no such index"
+        );
+    }
+}
