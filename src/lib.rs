@@ -54,6 +54,7 @@ mod path;
 mod publisher;
 mod registration;
 mod selection;
+mod served;
 mod session;
 mod snapshot;
 mod source;

@@ -111,6 +111,7 @@ impl Publisher {
         Changes {
             rx,
             last: self.current(),
+            spent: None,
             _keep_alive: keep_alive,
         }
     }
@@ -125,6 +126,10 @@ impl Publisher {
 pub struct Changes {
     rx: watch::Receiver<Arc<Published>>,
     last: Arc<Snapshot>,
+    /// The snapshot seen before `last`, released at the next call rather
+    /// than while a change is being delivered (for a large set, releasing
+    /// it touches every entry).
+    spent: Option<Arc<Snapshot>>,
     _keep_alive: Arc<dyn Send + Sync>,
 }
 
@@ -139,6 +144,7 @@ impl std::fmt::Debug for Changes {
 impl Changes {
     /// Waits for the next change. `None` once the source is gone for good.
     pub async fn next(&mut self) -> Option<Change> {
+        self.spent = None;
         loop {
             self.rx.changed().await.ok()?;
             let published = Arc::clone(&self.rx.borrow_and_update());
@@ -151,7 +157,8 @@ impl Changes {
             } else {
                 diff(&self.last, &published.snapshot)
             };
-            self.last = Arc::clone(&published.snapshot);
+            let seen = std::mem::replace(&mut self.last, Arc::clone(&published.snapshot));
+            self.spent = Some(seen);
             if added.is_empty() && removed.is_empty() {
                 continue;
             }

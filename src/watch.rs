@@ -36,6 +36,7 @@ use crate::member::{sequential_suffix, Member, MEMBER_PREFIX, VECTOR_PREFIX};
 use crate::path::ServerSetPath;
 use crate::publisher::{Changes, Publisher};
 use crate::selection::{Selection, WatchOptions};
+use crate::served::Served;
 use crate::session::{connected, Backoff, Session};
 use crate::snapshot::{Entry, Snapshot};
 use crate::stabilizer::Stabilizer;
@@ -99,7 +100,7 @@ impl Watch {
             next_sequence: None,
             vectors: BTreeMap::new(),
             vector_events: FuturesUnordered::new(),
-            entries: Vec::new(),
+            entries: Served::default(),
             stabilizer: options.removal_window().map(Stabilizer::new),
             publisher: Arc::clone(&publisher),
             health: health_tx,
@@ -215,9 +216,8 @@ struct Watcher {
     vectors: BTreeMap<String, Vector>,
     /// Data watches on vector nodes; each yields the node's name.
     vector_events: FuturesUnordered<BoxFuture<'static, String>>,
-    /// The served entries, in snapshot order (published by cloning: one
-    /// copy of the pointers, no sorting).
-    entries: Vec<Arc<Entry>>,
+    /// The served entries, in snapshot order.
+    entries: Served,
     /// Holds removals back, when configured.
     stabilizer: Option<Stabilizer>,
     publisher: Arc<Publisher>,
@@ -255,6 +255,7 @@ impl Watcher {
                 }
             };
             backoff.reset();
+            self.entries.prepare();
             self.set_health(Health::Connected);
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(());
@@ -528,26 +529,22 @@ impl Watcher {
         let mut removed_entries = Vec::new();
         if reweigh {
             // Weights may have changed for anyone: rebuild every entry.
-            let old = Snapshot::from_sorted(0, std::mem::take(&mut self.entries));
             let rebuilt = self
                 .members
                 .keys()
                 .filter_map(|name| self.entry(name))
                 .collect();
             let new = Snapshot::new(0, rebuilt);
+            let old = Snapshot::from_sorted(0, self.entries.replace(new.entries().to_vec()));
             (added_entries, removed_entries) = crate::snapshot::diff(&old, &new);
-            self.entries = new.into_entries();
         } else {
             for name in gone {
                 let sequence = crate::member::member_sequence(&name).unwrap_or(u64::MAX);
-                if let Ok(at) = Snapshot::position(&self.entries, (sequence, &name)) {
-                    removed_entries.push(self.entries.remove(at));
-                }
+                removed_entries.extend(self.entries.remove((sequence, &name)));
             }
             for name in added {
                 if let Some(entry) = self.entry(&name) {
-                    if let Err(at) = Snapshot::position(&self.entries, entry.order_key()) {
-                        self.entries.insert(at, Arc::clone(&entry));
+                    if self.entries.insert(&entry) {
                         added_entries.push(entry);
                     }
                 }
@@ -561,7 +558,7 @@ impl Watcher {
         let first = self.publisher.current().version() == 0;
         if first || !added_entries.is_empty() || !removed_entries.is_empty() {
             self.publisher
-                .publish(self.entries.clone(), added_entries, removed_entries);
+                .publish(self.entries.publishable(), added_entries, removed_entries);
         }
     }
 

@@ -19,7 +19,9 @@
 //!   authority and the path `/` (a host with `/`, `?`, `#`, ... in it), or
 //!   does not parse at all: the full parse reports the error as before.
 
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwapOption;
 
 use reqwest::Url;
 use serversets::Snapshot;
@@ -96,10 +98,11 @@ fn plain_path(path: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b))
 }
 
-/// The base URLs of the snapshot seen last.
+/// The base URLs of the snapshot seen last: one atomic load per request,
+/// no lock.
 #[derive(Default)]
 pub(crate) struct BaseCache {
-    bases: RwLock<Option<Bases>>,
+    bases: ArcSwapOption<Bases>,
 }
 
 impl BaseCache {
@@ -116,17 +119,14 @@ impl BaseCache {
         if !joinable(path) {
             return None;
         }
-        {
-            let bases = self.bases.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(bases) = bases.as_ref().filter(|b| b.is_for(snapshot)) {
-                return bases.join(index, path);
-            }
+        if let Some(bases) = self.bases.load().as_ref().filter(|b| b.is_for(snapshot)) {
+            return bases.join(index, path);
         }
         // A new snapshot: parse its bases once. Requests racing here may
         // each do it; the last one stays.
-        let bases = Bases::new(scheme, snapshot);
+        let bases = Arc::new(Bases::new(scheme, snapshot));
         let url = bases.join(index, path);
-        *self.bases.write().unwrap_or_else(PoisonError::into_inner) = Some(bases);
+        self.bases.store(Some(bases));
         url
     }
 }
