@@ -431,6 +431,11 @@ impl Watcher {
         let mut joined = Vec::new();
         for (name, result) in names.into_iter().zip(results) {
             if let zk::MultiReadResult::Data { data, .. } = result {
+                // It may be gone before the next listing: count its number
+                // as listed, or the next guesses would start below it.
+                if let Some(sequence) = sequential_suffix(&name) {
+                    self.next_sequence = self.next_sequence.max(Some(sequence.saturating_add(1)));
+                }
                 let cached = Cached {
                     member: decode(&self.path, &name, &data),
                     listed: self.listing,
