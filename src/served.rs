@@ -69,17 +69,9 @@ impl Served {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Endpoint;
-    use crate::member::Member;
 
     fn entry(seq: u64) -> Arc<Entry> {
-        let e = Endpoint::new("h", seq as u16);
-        Arc::new(Entry::new(
-            &format!("member_{seq:010}"),
-            e.clone(),
-            1.0,
-            Arc::new(Member::new(e)),
-        ))
+        crate::snapshot::test_entry(seq, 1.0)
     }
 
     fn names(entries: &[Arc<Entry>]) -> Vec<u64> {

@@ -179,19 +179,25 @@ pub(crate) fn diff(old: &Snapshot, new: &Snapshot) -> (Vec<Arc<Entry>>, Vec<Arc<
     (added, removed)
 }
 
+/// A member entry `member_<seq>` at `h:<seq>` with this weight, for unit
+/// tests.
+#[cfg(test)]
+pub(crate) fn test_entry(seq: u64, weight: f64) -> Arc<Entry> {
+    let endpoint = crate::endpoint::Endpoint::new("h", seq as u16);
+    Arc::new(Entry::new(
+        &format!("member_{seq:010}"),
+        endpoint.clone(),
+        weight,
+        Arc::new(crate::member::Member::new(endpoint)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn entry(seq: u64, weight: f64) -> Arc<Entry> {
-        let name = format!("member_{seq:010}");
-        let member = Arc::new(Member::new(Endpoint::new("h", seq as u16)));
-        Arc::new(Entry::new(
-            &name,
-            Endpoint::new("h", seq as u16),
-            weight,
-            member,
-        ))
+        test_entry(seq, weight)
     }
 
     #[test]

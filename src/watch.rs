@@ -11,12 +11,12 @@
 //! names), and a one-shot notification does not say which child changed.
 //! So a notification first asks for the members a join would have created:
 //! ZooKeeper numbers the sequential children of a parent from one counter,
-//! so the next join takes the number after the highest one listed so far
-//! (or the one after that, if another child came and went). A member that
-//! joined is read and published first, without waiting for the listing;
-//! the listing, which stays the truth, follows at once and re-arms the
-//! watch. A wrong guess costs one round trip (two reads of missing nodes,
-//! pipelined) before the listing.
+//! so the next join takes the number after the highest one seen so far
+//! (or the one after that, if a child the watch never saw took a number).
+//! Those two names are read in one multi-read, and a member that joined is
+//! published without waiting for the listing; the listing, which stays the
+//! truth, follows at once and re-arms the watch. A wrong guess (a leave)
+//! costs one round trip, two reads of missing nodes, before the listing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -209,8 +209,9 @@ struct Watcher {
     members: HashMap<String, Cached>,
     /// Counts listings, to mark the members each one includes.
     listing: u64,
-    /// The number after the highest sequential suffix listed since the
-    /// path (last) appeared: what ZooKeeper gives the next sequential child.
+    /// The number after the highest sequential suffix listed or read ahead
+    /// since the path (last) appeared: what ZooKeeper gives the next
+    /// sequential child.
     next_sequence: Option<u64>,
     /// Weight vectors by znode name.
     vectors: BTreeMap<String, Vector>,
@@ -419,6 +420,9 @@ impl Watcher {
             .map(|sequence| format!("{MEMBER_PREFIX}{sequence:010}"))
             .filter(|name| !self.members.contains_key(name))
             .collect();
+        if names.is_empty() {
+            return;
+        }
         let mut reader = zk.new_multi_reader();
         for name in &names {
             if reader.add_get_data(&self.path.member_path(name)).is_err() {
