@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::snapshot::{Entry, Snapshot};
+use crate::snapshot::Entry;
 
 /// Entries sorted as in a snapshot, and a ready copy of them.
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub(crate) struct Served {
 impl Served {
     /// Removes the entry with this order key.
     pub(crate) fn remove(&mut self, key: (u64, &str)) -> Option<Arc<Entry>> {
-        let at = Snapshot::position(&self.entries, key).ok()?;
+        let at = self.position(key).ok()?;
         if let Some(ready) = &mut self.ready {
             ready.remove(at);
         }
@@ -32,7 +32,7 @@ impl Served {
 
     /// Inserts an entry; `false` if one with its order key is there.
     pub(crate) fn insert(&mut self, entry: &Arc<Entry>) -> bool {
-        let Err(at) = Snapshot::position(&self.entries, entry.order_key()) else {
+        let Err(at) = self.position(entry.order_key()) else {
             return false;
         };
         if let Some(ready) = &mut self.ready {
@@ -40,6 +40,11 @@ impl Served {
         }
         self.entries.insert(at, Arc::clone(entry));
         true
+    }
+
+    /// Where the entry with this order key is, or would be inserted.
+    fn position(&self, key: (u64, &str)) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| e.order_key().cmp(&key))
     }
 
     /// Replaces every entry; returns the old ones.

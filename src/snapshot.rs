@@ -71,11 +71,6 @@ impl Snapshot {
         self.entries
     }
 
-    /// Where the entry with this order key is, or would be inserted.
-    pub(crate) fn position(entries: &[Arc<Entry>], key: (u64, &str)) -> Result<usize, usize> {
-        entries.binary_search_by(|e| e.order_key().cmp(&key))
-    }
-
     /// Increases by one with every published change; 0 before the first
     /// load.
     pub fn version(&self) -> u64 {
