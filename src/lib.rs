@@ -16,6 +16,8 @@
 //!   changed members only.
 //! - [`Source`]: what typed sets are built on; a [`Watch`] is one, a fixed
 //!   list (the `fixedset` crate) is another.
+//! - [`accrual`]: failure accrual (consecutive failures mark an endpoint
+//!   dead for a jittered, growing backoff), shared by every typed set.
 //! - [`codec`], [`vector`], [`Destination`], [`Selection`]: the Finagle
 //!   formats, usable without a connection.
 //! - Feature `tls`: `Tls` and `ClientBuilder::tls`, to connect to
@@ -42,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accrual;
 mod acl;
 mod client;
 pub mod codec;
