@@ -258,6 +258,16 @@ impl Accrual {
         &self.group.policy
     }
 
+    /// Markings plus revivals so far: changes whenever an endpoint is
+    /// marked dead or revived (one load of two counters, for callers that
+    /// rebuild something when that happens).
+    pub fn transitions(&self) -> u64 {
+        self.group
+            .ejections
+            .load(Ordering::SeqCst)
+            .wrapping_add(self.group.revivals.load(Ordering::SeqCst))
+    }
+
     /// Markings, revivals and how many endpoints are dead now.
     pub fn stats(&self) -> AccrualStats {
         let tracked = self.group.tracked.load(Ordering::SeqCst);
@@ -327,8 +337,7 @@ impl Permit {
 
     /// The call succeeded.
     pub fn success(self) {
-        let now = self.tracker.group.now();
-        self.tracker.succeeded(self.probe, now);
+        self.tracker.succeeded(self.probe);
     }
 
     /// The call failed (an error or a timeout that counts against the
@@ -423,7 +432,7 @@ impl Tracker {
     /// A call outside a [`Permit`] succeeded: resets the failure count
     /// (a dead endpoint is revived only by its probe).
     pub fn success(&self) {
-        self.succeeded(false, self.group.now());
+        self.succeeded(false);
     }
 
     /// A call outside a [`Permit`] failed. Returns whether the endpoint is
@@ -446,7 +455,7 @@ impl Tracker {
         }
     }
 
-    fn succeeded(&self, probe: bool, _now: u64) {
+    fn succeeded(&self, probe: bool) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
@@ -457,7 +466,7 @@ impl Tracker {
                 if !self.retired.load(Ordering::SeqCst) {
                     self.group.live.fetch_add(1, Ordering::SeqCst);
                 }
-                self.group.revivals.fetch_add(1, Ordering::Relaxed);
+                self.group.revivals.fetch_add(1, Ordering::SeqCst);
                 tracing::info!("endpoint revived by a successful probe");
             }
         }
@@ -507,7 +516,7 @@ impl Tracker {
             .max(1);
         self.failures.store(0, Ordering::Relaxed);
         self.dead_until.store(until, Ordering::SeqCst);
-        self.group.ejections.fetch_add(1, Ordering::Relaxed);
+        self.group.ejections.fetch_add(1, Ordering::SeqCst);
         tracing::warn!(?backoff, level, "endpoint marked dead");
     }
 

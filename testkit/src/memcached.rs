@@ -144,6 +144,19 @@ impl Memcached {
         self.child.kill();
     }
 
+    /// Stalls the server (SIGSTOP): it keeps its connections and its
+    /// listening socket (the kernel still accepts connections) but answers
+    /// nothing until [`resume`](Self::resume).
+    pub fn pause(&self) -> io::Result<()> {
+        self.child.signal("STOP")
+    }
+
+    /// Lets a [paused](Self::pause) server go on (SIGCONT); it then answers
+    /// what it was sent meanwhile.
+    pub fn resume(&self) -> io::Result<()> {
+        self.child.signal("CONT")
+    }
+
     /// Starts a stopped server again on the same port, with an empty
     /// cache, and waits (up to 30 s) until it is ready. Does nothing if the
     /// server is running.

@@ -1,60 +1,41 @@
 //! The memcache client over a ring that follows the set.
 //!
-//! One `memcache::Client` (an r2d2 pool, lazy, no test-on-checkout) per
-//! server, created when a server joins and dropped when it leaves. The ring
-//! and the clients are one immutable state swapped atomically; a request
-//! loads it without a lock (rebuilding it first, once, after the set
-//! changed), picks the server, and runs the blocking call on tokio's
-//! blocking pool.
+//! The ring and the servers are one immutable state swapped atomically; a
+//! request loads it without a lock (rebuilding it first, once, after the
+//! set changed, or, with ejection on, after a server was marked dead or
+//! revived), picks the server and runs the command on one of its pooled
+//! async connections.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use memcache::{CommandError, MemcacheError};
+use serversets::accrual::{Accrual, AccrualStats, EndpointState, FailureAccrual};
 use serversets::{Endpoint, Snapshot, Source};
 use tracing::{debug, warn};
 
-use crate::error::{check_key, Error};
+use crate::command::{CasOutcome, Command, Mode, Reply};
+use crate::error::{check_key, shown, Error};
 use crate::ring::{Compatibility, Identifier, KetamaRing, Node};
+use crate::server::{Limits, Server};
 
-/// How the client connects and hashes.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Time allowed to open a connection (default 1 s).
-    pub connect_timeout: Duration,
-    /// Read and write timeout of each request (default 1 s).
-    pub io_timeout: Duration,
-    /// Connections per server at most (default 8).
-    pub max_connections: u32,
-    /// The ketama node identifier (default `host` / `host:port`).
-    pub identifier: Identifier,
-    /// Whose weighted-ketama arithmetic to follow where Finagle and
-    /// libmemcached differ (default Finagle; see [`Compatibility`]).
-    pub compatibility: Compatibility,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            connect_timeout: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(1),
-            max_connections: 8,
-            identifier: Identifier::HostPort,
-            compatibility: Compatibility::default(),
-        }
-    }
-}
+/// memcached's default largest item (`-I 1m`); the item's key and header
+/// take a little of it.
+pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
 
 /// A consistent-hash memcache client over a [`Source`].
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
 /// use mcset::McSet;
 ///
 /// let servers = fixedset::FixedSet::parse("127.0.0.1:11211,127.0.0.1:11212")?;
-/// let cache = McSet::new(servers);
+/// let cache = McSet::builder(servers)
+///     .timeout(Duration::from_millis(200))
+///     .eject_failed_hosts(true)
+///     .build();
 /// cache.set("user:1", b"alice", 60).await?;
 /// assert_eq!(cache.get("user:1").await?.as_deref(), Some(&b"alice"[..]));
 /// # Ok(()) }
@@ -66,10 +47,20 @@ pub struct McSet {
 
 struct Inner {
     source: Box<dyn Source>,
-    options: Options,
+    settings: Settings,
+    accrual: Accrual,
     state: ArcSwap<State>,
     /// Held by the one request that rebuilds a stale state.
     rebuilding: Mutex<()>,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    limits: Limits,
+    identifier: Identifier,
+    compatibility: Compatibility,
+    eject: bool,
+    max_value_len: usize,
 }
 
 impl std::fmt::Debug for McSet {
@@ -82,66 +73,197 @@ impl std::fmt::Debug for McSet {
     }
 }
 
-/// The ring and one client per ring node, index-aligned.
-struct State {
-    version: u64,
-    ring: KetamaRing,
-    servers: Vec<Arc<Server>>,
+/// Configures a [`McSet`]; made by [`McSet::builder`].
+pub struct McSetBuilder {
+    source: Box<dyn Source>,
+    settings: Settings,
+    accrual: FailureAccrual,
 }
 
-struct Server {
-    endpoint: Endpoint,
-    client: memcache::Client,
+impl std::fmt::Debug for McSetBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McSetBuilder")
+            .field("settings", &self.settings)
+            .field("accrual", &self.accrual)
+            .finish()
+    }
 }
 
-impl McSet {
-    /// A client over `source` with default [`Options`].
-    pub fn new(source: impl Source) -> Self {
-        Self::with_options(source, Options::default())
+impl McSetBuilder {
+    /// The deadline of each operation, connect, wait for a connection and
+    /// I/O together (default 1 s). A `get_multi` has one per server, run in
+    /// parallel.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.limits.timeout = timeout;
+        self
     }
 
-    /// A client over `source` with these options.
-    ///
-    /// The client follows its source without a task of its own: each call
-    /// compares the source's snapshot version with the ring's (one atomic
-    /// load) and, after a change, one call rebuilds the ring, reusing the
-    /// clients of servers that stayed, while concurrent calls go on with
-    /// the previous ring.
-    pub fn with_options(source: impl Source, options: Options) -> Self {
-        let state = build(&source.current(), &options, &HashMap::new());
+    /// Time allowed to open a connection, within the deadline (default
+    /// 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.limits.connect_timeout = timeout;
+        self
+    }
+
+    /// Connections per server at most (default 32); each carries one
+    /// request at a time.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.settings.limits.max_connections = connections.max(1);
+        self
+    }
+
+    /// Idle connections kept per server (default 32).
+    pub fn max_idle(mut self, connections: usize) -> Self {
+        self.settings.limits.max_idle = connections;
+        self
+    }
+
+    /// The ketama node identifier (default `host` / `host:port`).
+    pub fn identifier(mut self, identifier: Identifier) -> Self {
+        self.settings.identifier = identifier;
+        self
+    }
+
+    /// Whose weighted-ketama arithmetic to follow where Finagle and
+    /// libmemcached differ (default Finagle; see [`Compatibility`]).
+    pub fn compatibility(mut self, compatibility: Compatibility) -> Self {
+        self.settings.compatibility = compatibility;
+        self
+    }
+
+    /// When a server is marked dead (default
+    /// [`FailureAccrual::new`]: 5 failures or timeouts in a row, a
+    /// jittered backoff from 100 ms up to 1 s). While dead, its keys fail
+    /// at once with [`Error::Dead`], or, with
+    /// [`eject_failed_hosts`](Self::eject_failed_hosts), go to the other
+    /// servers.
+    pub fn failure_accrual(mut self, policy: FailureAccrual) -> Self {
+        self.accrual = policy;
+        self
+    }
+
+    /// Whether a dead server leaves the ring so that its keys re-hash to
+    /// the others, as Finagle's `ejectFailedHost` and pylibmc's
+    /// `remove_failed` (default off, as in Finagle: processes that eject on
+    /// their own may disagree on the ring for a while). It re-enters when
+    /// its backoff is over and the probe (the first request sent to it)
+    /// succeeds.
+    pub fn eject_failed_hosts(mut self, eject: bool) -> Self {
+        self.settings.eject = eject;
+        self
+    }
+
+    /// The largest value accepted (default 1 MiB, memcached's default item
+    /// size); larger values fail before any I/O. Raise it with memcached's
+    /// `-I`.
+    pub fn max_value_len(mut self, len: usize) -> Self {
+        self.settings.max_value_len = len;
+        self
+    }
+
+    /// Builds the client. No connection is opened until a request needs
+    /// one, and no runtime is needed until then.
+    pub fn build(self) -> McSet {
+        let accrual = Accrual::new(self.accrual);
+        let state = build(
+            &self.source.current(),
+            &self.settings,
+            &accrual,
+            &HashMap::new(),
+        );
         McSet {
             inner: Arc::new(Inner {
-                source: Box::new(source),
-                options,
+                source: self.source,
+                settings: self.settings,
+                accrual,
                 state: ArcSwap::from_pointee(state),
                 rebuilding: Mutex::new(()),
             }),
         }
     }
+}
+
+/// The ring and one server per ring node, index-aligned.
+struct State {
+    /// The source's snapshot version it was built from.
+    version: u64,
+    /// The accrual's transitions when it was built (with ejection on).
+    transitions: u64,
+    /// With ejection on: the earliest end of a dead server's backoff, when
+    /// it re-enters the ring for its probe.
+    next_probe: Option<Instant>,
+    ring: KetamaRing,
+    servers: Vec<Arc<Server>>,
+    /// Every server of the snapshot, ejected ones included (kept for reuse).
+    members: HashMap<Endpoint, Arc<Server>>,
+}
+
+impl McSet {
+    /// A client over `source` with default settings.
+    pub fn new(source: impl Source) -> Self {
+        Self::builder(source).build()
+    }
+
+    /// Starts configuring a client over `source` (a ZooKeeper
+    /// [`Watch`](serversets::Watch), a `fixedset::FixedSet`, ...).
+    pub fn builder(source: impl Source) -> McSetBuilder {
+        McSetBuilder {
+            source: Box::new(source),
+            settings: Settings {
+                limits: Limits {
+                    timeout: Duration::from_secs(1),
+                    connect_timeout: Duration::from_secs(1),
+                    max_connections: 32,
+                    max_idle: 32,
+                },
+                identifier: Identifier::HostPort,
+                compatibility: Compatibility::default(),
+                eject: false,
+                max_value_len: DEFAULT_MAX_VALUE_LEN,
+            },
+            accrual: FailureAccrual::new(),
+        }
+    }
 
     /// The ring for the source's current snapshot (rebuilt here if stale).
     fn state(&self) -> Arc<State> {
-        let state = self.inner.state.load_full();
-        let snapshot = self.inner.source.current();
-        if snapshot.version() == state.version {
+        let inner = &*self.inner;
+        let state = inner.state.load_full();
+        if !self.is_stale(&state) {
             return state;
         }
-        let Ok(_guard) = self.inner.rebuilding.try_lock() else {
+        let Ok(_guard) = inner.rebuilding.try_lock() else {
             return state; // another call is rebuilding; use the last ring
         };
-        let current = self.inner.state.load_full();
-        if current.version == snapshot.version() {
+        let current = inner.state.load_full();
+        if !self.is_stale(&current) {
             return current;
         }
-        let reuse: HashMap<Endpoint, Arc<Server>> = current
-            .servers
-            .iter()
-            .map(|s| (s.endpoint.clone(), Arc::clone(s)))
-            .collect();
-        let fresh = Arc::new(build(&snapshot, &self.inner.options, &reuse));
-        self.inner.state.store(Arc::clone(&fresh));
-        debug!(servers = fresh.servers.len(), "memcache ring rebuilt");
+        let fresh = Arc::new(build(
+            &inner.source.current(),
+            &inner.settings,
+            &inner.accrual,
+            &current.members,
+        ));
+        inner.state.store(Arc::clone(&fresh));
+        debug!(
+            servers = fresh.servers.len(),
+            members = fresh.members.len(),
+            "memcache ring rebuilt"
+        );
         fresh
+    }
+
+    fn is_stale(&self, state: &State) -> bool {
+        let inner = &*self.inner;
+        if inner.source.current().version() != state.version {
+            return true;
+        }
+        if !inner.settings.eject {
+            return false;
+        }
+        inner.accrual.transitions() != state.transitions
+            || state.next_probe.is_some_and(|at| Instant::now() >= at)
     }
 
     /// The servers in the ring now.
@@ -157,96 +279,177 @@ impl McSet {
         state.servers.get(index).map(|s| s.endpoint.clone())
     }
 
+    /// Failure accrual counts: servers marked dead (`ejections`), revived
+    /// (`revivals`), dead now.
+    pub fn accrual_stats(&self) -> AccrualStats {
+        self.inner.accrual.stats()
+    }
+
     /// Gets a value.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.call(key, |c, k| c.get::<Vec<u8>>(k)).await
+        match self.keyed(key, Command::Get(key)).await? {
+            (_, Reply::Value(value)) => Ok(value),
+            (server, other) => Err(unexpected(&server.endpoint, other)),
+        }
+    }
+
+    /// Gets a value and its CAS token, for [`McSet::cas`].
+    pub async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, Error> {
+        match self.keyed(key, Command::Gets(key)).await? {
+            (_, Reply::ValueWithToken(found)) => Ok(found),
+            (server, other) => Err(unexpected(&server.endpoint, other)),
+        }
     }
 
     /// Sets a value (expiration in seconds, 0 for none).
     pub async fn set(&self, key: &str, value: &[u8], expiration: u32) -> Result<(), Error> {
-        let value = value.to_vec();
-        self.call(key, move |c, k| c.set(k, value.as_slice(), expiration))
+        self.store(key, value, expiration, Mode::Set)
             .await
+            .map(drop)
     }
 
     /// Stores a value only if the key is absent: `false` if it exists.
     pub async fn add(&self, key: &str, value: &[u8], expiration: u32) -> Result<bool, Error> {
-        let value = value.to_vec();
-        self.call(key, move |c, k| {
-            absent_is_false(c.add(k, value.as_slice(), expiration).map(|()| true))
-        })
-        .await
+        self.store(key, value, expiration, Mode::Add).await
     }
 
     /// Stores a value only if the key exists: `false` if it is absent.
     pub async fn replace(&self, key: &str, value: &[u8], expiration: u32) -> Result<bool, Error> {
-        let value = value.to_vec();
-        self.call(key, move |c, k| {
-            absent_is_false(c.replace(k, value.as_slice(), expiration).map(|()| true))
-        })
-        .await
+        self.store(key, value, expiration, Mode::Replace).await
+    }
+
+    /// Stores a value only if the item has not changed since
+    /// [`McSet::gets`] returned `token`.
+    pub async fn cas(
+        &self,
+        key: &str,
+        value: &[u8],
+        expiration: u32,
+        token: u64,
+    ) -> Result<CasOutcome, Error> {
+        self.check_value(key, value)?;
+        let command = Command::Cas {
+            key,
+            value,
+            ttl: expiration,
+            token,
+        };
+        match self.keyed(key, command).await? {
+            (_, Reply::Cas(outcome)) => Ok(outcome),
+            (server, other) => Err(unexpected(&server.endpoint, other)),
+        }
     }
 
     /// Deletes a key: `false` if it was absent.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
-        self.call(key, |c, k| c.delete(k)).await
+        self.done(key, Command::Delete(key)).await
     }
 
-    /// Adds to a counter and returns the new value. The client speaks
-    /// memcached's binary protocol, where a missing key is created with the
-    /// value 0 (and 0 is returned); seed counters with [`McSet::add`] when
-    /// the first count matters.
-    pub async fn increment(&self, key: &str, amount: u64) -> Result<u64, Error> {
-        self.call(key, move |c, k| c.increment(k, amount)).await
+    /// Adds to a counter and returns the new value; `None` if the key is
+    /// absent (seed counters with [`McSet::add`]). Counters wrap at 2^64,
+    /// as memcached's do.
+    pub async fn increment(&self, key: &str, amount: u64) -> Result<Option<u64>, Error> {
+        self.counter(key, amount, true).await
     }
 
-    /// Subtracts from a counter (not below 0) and returns the new value; a
-    /// missing key is created with the value 0, as for
-    /// [`McSet::increment`].
-    pub async fn decrement(&self, key: &str, amount: u64) -> Result<u64, Error> {
-        self.call(key, move |c, k| c.decrement(k, amount)).await
+    /// Subtracts from a counter, not below 0, and returns the new value;
+    /// `None` if the key is absent.
+    pub async fn decrement(&self, key: &str, amount: u64) -> Result<Option<u64>, Error> {
+        self.counter(key, amount, false).await
     }
 
     /// Sets a new expiration: `false` if the key is absent.
     pub async fn touch(&self, key: &str, expiration: u32) -> Result<bool, Error> {
-        self.call(key, move |c, k| c.touch(k, expiration)).await
+        self.done(
+            key,
+            Command::Touch {
+                key,
+                ttl: expiration,
+            },
+        )
+        .await
     }
 
-    /// Gets many keys: one multi-get per server, all servers in parallel.
-    /// Absent keys are absent from the map.
+    /// Gets many keys: one pipelined request per server, all servers in
+    /// parallel, each within the deadline. Absent keys are absent from the
+    /// map. If a server fails, the call fails with its error (no partial
+    /// result is returned as if complete).
     pub async fn get_multi(&self, keys: &[&str]) -> Result<HashMap<String, Vec<u8>>, Error> {
         for key in keys {
             check_key(key)?;
         }
         let state = self.state();
-        let mut by_server: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut by_server: HashMap<usize, Vec<&str>> = HashMap::new();
         for key in keys {
             let index = state
                 .ring
                 .pick_index(key.as_bytes())
                 .ok_or(Error::NoServers)?;
-            by_server.entry(index).or_default().push((*key).to_owned());
+            by_server.entry(index).or_default().push(key);
         }
+        let timeout = self.inner.settings.limits.timeout;
         let calls = by_server.into_iter().filter_map(|(index, keys)| {
             let server = Arc::clone(state.servers.get(index)?);
-            Some(blocking(server, move |c| {
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                c.gets::<Vec<u8>>(&refs)
-            }))
+            Some(async move {
+                let reply = server.call(&Command::GetMulti(&keys), timeout).await?;
+                match reply {
+                    Reply::Values(found) => Ok(found),
+                    other => Err(unexpected(&server.endpoint, other)),
+                }
+            })
         });
-        let mut found = HashMap::new();
+        let mut found = HashMap::with_capacity(keys.len());
         for result in futures::future::join_all(calls).await {
             found.extend(result?);
         }
         Ok(found)
     }
 
+    async fn store(&self, key: &str, value: &[u8], ttl: u32, mode: Mode) -> Result<bool, Error> {
+        self.check_value(key, value)?;
+        let command = Command::Store {
+            key,
+            value,
+            ttl,
+            mode,
+        };
+        match self.keyed(key, command).await? {
+            (_, Reply::Done(stored)) => Ok(stored),
+            (server, other) => Err(unexpected(&server.endpoint, other)),
+        }
+    }
+
+    async fn done(&self, key: &str, command: Command<'_>) -> Result<bool, Error> {
+        match self.keyed(key, command).await? {
+            (_, Reply::Done(done)) => Ok(done),
+            (server, other) => Err(unexpected(&server.endpoint, other)),
+        }
+    }
+
+    async fn counter(&self, key: &str, amount: u64, up: bool) -> Result<Option<u64>, Error> {
+        match self
+            .keyed(key, Command::Arithmetic { key, amount, up })
+            .await?
+        {
+            (_, Reply::Counter(value)) => Ok(value),
+            (server, other) => Err(unexpected(&server.endpoint, other)),
+        }
+    }
+
+    fn check_value(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        let max = self.inner.settings.max_value_len;
+        if value.len() > max {
+            return Err(Error::ValueTooLarge {
+                key: shown(key),
+                len: value.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs one keyed command on the key's server.
-    async fn call<T, F>(&self, key: &str, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&memcache::Client, &str) -> Result<T, MemcacheError> + Send + 'static,
-    {
+    async fn keyed(&self, key: &str, command: Command<'_>) -> Result<(Arc<Server>, Reply), Error> {
         check_key(key)?;
         let server = {
             let state = self.state();
@@ -256,88 +459,108 @@ impl McSet {
                 .ok_or(Error::NoServers)?;
             Arc::clone(state.servers.get(index).ok_or(Error::NoServers)?)
         };
-        let key = key.to_owned();
-        blocking(server, move |c| f(c, &key)).await
+        let reply = server
+            .call(&command, self.inner.settings.limits.timeout)
+            .await?;
+        Ok((server, reply))
     }
 }
 
-/// Runs a blocking memcache call on tokio's blocking pool.
-async fn blocking<T, F>(server: Arc<Server>, f: F) -> Result<T, Error>
-where
-    T: Send + 'static,
-    F: FnOnce(&memcache::Client) -> Result<T, MemcacheError> + Send + 'static,
-{
-    let endpoint = server.endpoint.to_string();
-    match tokio::task::spawn_blocking(move || f(&server.client)).await {
-        Ok(result) => result.map_err(|source| Error::Memcache {
-            server: endpoint,
-            source,
-        }),
-        Err(join) => Err(Error::Interrupted {
-            server: endpoint,
-            reason: join.to_string(),
-        }),
+/// A reply of the wrong kind for its command (not reached: each command
+/// has one kind of reply).
+fn unexpected(server: &Endpoint, reply: Reply) -> Error {
+    Error::UnexpectedReply {
+        server: server.clone(),
+        reply: format!("{reply:?}"),
     }
 }
 
-fn absent_is_false(result: Result<bool, MemcacheError>) -> Result<bool, MemcacheError> {
-    match result {
-        Err(MemcacheError::CommandError(CommandError::KeyExists | CommandError::KeyNotFound)) => {
-            Ok(false)
+/// Builds the ring for a snapshot, reusing the servers that stay. With
+/// ejection on, servers marked dead are left out of the ring (unless every
+/// server is), exactly as if the set did not have them, and those whose
+/// backoff is over are probed in the background.
+fn build(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    accrual: &Accrual,
+    reuse: &HashMap<Endpoint, Arc<Server>>,
+) -> State {
+    let transitions = accrual.transitions();
+    let mut members: HashMap<Endpoint, Arc<Server>> = HashMap::with_capacity(snapshot.len());
+    for entry in snapshot.iter() {
+        if members.contains_key(&entry.endpoint) {
+            continue;
         }
-        other => other,
+        let server = match reuse.get(&entry.endpoint) {
+            Some(server) => Arc::clone(server),
+            None => Arc::new(Server::new(
+                entry.endpoint.clone(),
+                accrual,
+                &settings.limits,
+            )),
+        };
+        members.insert(entry.endpoint.clone(), server);
     }
-}
-
-/// Builds the ring for a snapshot, reusing clients of servers that stay.
-fn build(snapshot: &Snapshot, options: &Options, reuse: &HashMap<Endpoint, Arc<Server>>) -> State {
-    // Only servers with a client go into the ring, so ring nodes and
-    // clients stay aligned (the ring may also merge duplicate identifiers).
-    let mut clients = HashMap::new();
-    let nodes = snapshot
-        .iter()
-        .filter_map(|entry| {
-            let server = match reuse.get(&entry.endpoint) {
-                Some(server) => Arc::clone(server),
-                None => match connect(&entry.endpoint, options) {
-                    Ok(client) => Arc::new(Server {
-                        endpoint: entry.endpoint.clone(),
-                        client,
-                    }),
-                    Err(e) => {
-                        warn!(server = %entry.endpoint, error = %e, "cannot set up memcache client; server left out");
-                        return None;
+    let mut next_probe: Option<Instant> = None;
+    let mut ejected = 0usize;
+    let in_ring = |endpoint: &Endpoint, next_probe: &mut Option<Instant>| -> bool {
+        if !settings.eject {
+            return true;
+        }
+        let Some(server) = members.get(endpoint) else {
+            return true;
+        };
+        let mut soonest = |at: Instant| *next_probe = Some(next_probe.map_or(at, |n| n.min(at)));
+        match server.tracker.state() {
+            EndpointState::Live => true,
+            EndpointState::Dead { until } => {
+                soonest(until);
+                false
+            }
+            EndpointState::Probing => {
+                // Its backoff is over: probe it in the background; it
+                // re-enters the ring when the probe succeeds (a revival
+                // makes the next call rebuild).
+                if let Ok(permit) = server.tracker.admit() {
+                    if !server.probe(permit, settings.limits.timeout) {
+                        soonest(Instant::now());
                     }
-                },
-            };
-            clients.insert(entry.endpoint.clone(), server);
-            Some(Node::from_entry(entry, options.identifier))
+                }
+                false
+            }
+        }
+    };
+    let mut nodes: Vec<Node> = snapshot
+        .iter()
+        .filter(|entry| {
+            let keep = in_ring(&entry.endpoint, &mut next_probe);
+            ejected += usize::from(!keep);
+            keep
         })
+        .map(|entry| Node::from_entry(entry, settings.identifier))
         .collect();
-    let ring = KetamaRing::with_compatibility(nodes, options.compatibility);
+    if nodes.is_empty() && ejected > 0 {
+        warn!("every memcache server is marked dead; keeping them all in the ring");
+        nodes = snapshot
+            .iter()
+            .map(|entry| Node::from_entry(entry, settings.identifier))
+            .collect();
+        next_probe = None;
+    } else if ejected > 0 {
+        debug!(ejected, "dead memcache servers left out of the ring");
+    }
+    let ring = KetamaRing::with_compatibility(nodes, settings.compatibility);
     let servers = ring
         .nodes()
         .iter()
-        .filter_map(|node| clients.get(&node.endpoint).cloned())
+        .filter_map(|node| members.get(&node.endpoint).cloned())
         .collect();
     State {
         version: snapshot.version(),
+        transitions,
+        next_probe,
         ring,
         servers,
+        members,
     }
-}
-
-/// A lazily connecting client for one server: no connection is opened
-/// until the first request, and none is tested on checkout.
-fn connect(endpoint: &Endpoint, options: &Options) -> Result<memcache::Client, MemcacheError> {
-    let timeout = options.io_timeout.as_secs_f64();
-    let url = format!("memcache://{endpoint}?timeout={timeout}&tcp_nodelay=true");
-    let manager = memcache::ConnectionManager::new(memcache::Url::parse(&url)?);
-    let pool = r2d2::Pool::builder()
-        .max_size(options.max_connections.max(1))
-        .min_idle(Some(0))
-        .test_on_check_out(false)
-        .connection_timeout(options.connect_timeout)
-        .build_unchecked(manager);
-    memcache::Client::with_pool(pool)
 }

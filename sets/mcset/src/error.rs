@@ -1,6 +1,11 @@
 //! Errors of the memcache set.
 
-/// Why a memcache operation failed.
+use std::time::Duration;
+
+use serversets::Endpoint;
+
+/// Why a memcache operation failed. Every variant that involves a server
+/// names it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,34 +21,109 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The server failed the request, or could not be reached.
+    /// The value is larger than the client's limit (checked before any
+    /// I/O; see [`McSetBuilder::max_value_len`](crate::McSetBuilder::max_value_len)).
+    #[error("value of {len} bytes for key {key:?} is larger than the limit of {max} bytes")]
+    ValueTooLarge {
+        /// The key (cut to 64 characters).
+        key: String,
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The operation did not complete within its deadline (connect,
+    /// checkout and I/O together). The connection it used is closed.
+    #[error("memcache server {server} did not answer within {timeout:?}")]
+    Timeout {
+        /// The server.
+        server: Endpoint,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// Failure accrual marked the server dead after failures in a row: its
+    /// keys fail at once until its backoff is over and a probe succeeds.
+    #[error(
+        "memcache server {server} is marked dead after failures in a row; retried in {retry_in:?}"
+    )]
+    Dead {
+        /// The server.
+        server: Endpoint,
+        /// Time left until a call may probe it (zero while a probe runs).
+        retry_in: Duration,
+    },
+    /// No connection could be had: the connect failed or timed out, or
+    /// every connection of the server was busy.
+    #[error("memcache server {server}: no connection: {source}")]
+    Connect {
+        /// The server.
+        server: Endpoint,
+        /// The pool's error.
+        #[source]
+        source: poolset::Error,
+    },
+    /// The server failed the request, or the connection broke: I/O
+    /// errors, a reply cut short, a server error line.
     #[error("memcache server {server}: {source}")]
     Memcache {
         /// The server.
-        server: String,
+        server: Endpoint,
         /// The memcache client's error.
         #[source]
-        source: memcache::MemcacheError,
+        source: async_memcached::Error,
     },
-    /// The blocking call was cancelled or panicked.
-    #[error("memcache call to {server} was interrupted: {reason}")]
-    Interrupted {
+    /// The server answered for another key than the one asked for (a
+    /// protocol violation): the connection is closed and nothing is
+    /// returned.
+    #[error("memcache server {server} answered for key {got:?} when asked for {expected:?}")]
+    Mismatch {
         /// The server.
-        server: String,
-        /// What happened.
-        reason: String,
+        server: Endpoint,
+        /// The key asked for.
+        expected: String,
+        /// The key in the reply.
+        got: String,
     },
+    /// The server's reply could not be understood (for example a counter
+    /// that is not a number).
+    #[error("memcache server {server}: unexpected reply: {reply}")]
+    UnexpectedReply {
+        /// The server.
+        server: Endpoint,
+        /// What was wrong.
+        reply: String,
+    },
+}
+
+impl Error {
+    /// The server the error concerns, if any.
+    pub fn server(&self) -> Option<&Endpoint> {
+        match self {
+            Error::Timeout { server, .. }
+            | Error::Dead { server, .. }
+            | Error::Connect { server, .. }
+            | Error::Memcache { server, .. }
+            | Error::Mismatch { server, .. }
+            | Error::UnexpectedReply { server, .. } => Some(server),
+            Error::NoServers | Error::InvalidKey { .. } | Error::ValueTooLarge { .. } => None,
+        }
+    }
 }
 
 /// The longest key the memcache protocol accepts.
 pub const MAX_KEY_LEN: usize = 250;
 
-/// Checks a key the way memcached's text protocol needs it: 1 to 250
-/// bytes, no whitespace, no control characters.
+/// The key as shown in errors: at most 64 characters.
+pub(crate) fn shown(key: &str) -> String {
+    key.chars().take(64).collect()
+}
+
+/// Checks a key the way memcached's text and meta protocols need it: 1 to
+/// 250 bytes, no whitespace, no control characters.
 pub fn check_key(key: &str) -> Result<(), Error> {
     let bad = |reason| {
         Err(Error::InvalidKey {
-            key: key.chars().take(64).collect(),
+            key: shown(key),
             reason,
         })
     };

@@ -170,12 +170,13 @@ async fn operations_and_errors() {
     assert!(!cache.touch("nope", 100).await.unwrap());
     assert!(cache.delete("k").await.unwrap());
     assert!(!cache.delete("k").await.unwrap());
-    // Binary protocol: a missing counter starts at 0.
-    assert_eq!(cache.increment("fresh", 1).await.unwrap(), 0);
-    assert_eq!(cache.increment("fresh", 1).await.unwrap(), 1);
+    // A missing counter is not created: seed it with add.
+    assert_eq!(cache.increment("fresh", 1).await.unwrap(), None);
+    assert!(cache.add("fresh", b"0", 0).await.unwrap());
+    assert_eq!(cache.increment("fresh", 1).await.unwrap(), Some(1));
     cache.set("n", b"10", 0).await.unwrap();
-    assert_eq!(cache.increment("n", 5).await.unwrap(), 15);
-    assert_eq!(cache.decrement("n", 20).await.unwrap(), 0);
+    assert_eq!(cache.increment("n", 5).await.unwrap(), Some(15));
+    assert_eq!(cache.decrement("n", 20).await.unwrap(), Some(0));
 
     let many = keys(300, "multi");
     for key in many.iter().step_by(2) {
@@ -204,8 +205,8 @@ async fn operations_and_errors() {
     let dead: Endpoint = testkit::dead_endpoint().unwrap().parse().unwrap();
     let lonely = McSet::new(FixedSet::from_endpoints([dead.clone()]));
     match lonely.get("k").await {
-        Err(Error::Memcache { server, .. }) => assert_eq!(server, dead.to_string()),
-        other => panic!("expected a memcache error, got {other:?}"),
+        Err(Error::Connect { server, .. }) => assert_eq!(server, dead),
+        other => panic!("expected a connect error, got {other:?}"),
     }
 
     // No servers: a clear error.

@@ -41,6 +41,56 @@ pub trait Connector: Send + Sync + 'static {
         &self,
         endpoint: &Endpoint,
     ) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
+
+    /// Whether `conn` can no longer be used (like r2d2's `has_broken`);
+    /// `false` by default. The pool asks when a connection is returned (a
+    /// broken one is closed instead of kept idle) and when it takes one
+    /// from the idle list (a broken one is closed and skipped).
+    ///
+    /// This is how a client marks its own connection closed, for example
+    /// when an operation on it was cancelled or timed out halfway and the
+    /// stream is out of step. Unlike [`Pooled::mark_broken`], it does
+    /// **not** count as a failure of the endpoint. It must be cheap and
+    /// must not block: it runs on every return.
+    ///
+    /// ```
+    /// use poolset::Connector;
+    /// use serversets::Endpoint;
+    ///
+    /// struct Client { closed: bool }
+    /// struct Connect;
+    ///
+    /// impl Connector for Connect {
+    ///     type Connection = Client;
+    ///     type Error = std::io::Error;
+    ///
+    ///     async fn connect(&self, _: &Endpoint) -> std::io::Result<Client> {
+    ///         Ok(Client { closed: false })
+    ///     }
+    ///
+    ///     fn is_broken(&self, conn: &Client) -> bool {
+    ///         conn.closed
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// [`Pooled::mark_broken`]: crate::Pooled::mark_broken
+    fn is_broken(&self, conn: &Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+}
+
+/// [`Connector::is_broken`] without the connector's type, for the pool's
+/// slots (which know only the connection type).
+pub(crate) trait BrokenCheck<T>: Send + Sync {
+    fn is_broken(&self, conn: &T) -> bool;
+}
+
+impl<C: Connector> BrokenCheck<C::Connection> for C {
+    fn is_broken(&self, conn: &C::Connection) -> bool {
+        Connector::is_broken(self, conn)
+    }
 }
 
 impl<F, Fut, C, E> Connector for F

@@ -18,10 +18,23 @@
 //!   connections closed at once, checked-out ones when returned), a new one
 //!   is used at once; the request path reads the endpoint list without a
 //!   lock.
-//! - **ejection**: endpoints whose connects fail, or whose connections are
-//!   marked broken, several times in a row are skipped for a doubling
-//!   backoff, then probed; the last endpoint in rotation is never ejected.
-//!   A failed connect is retried on other endpoints.
+//! - **failure accrual**: the mechanism every typed set shares,
+//!   [`serversets::accrual`]. Failed or timed-out connects and connections
+//!   marked broken ([`Pooled::mark_broken`]) count as failures; a
+//!   connection returned healthy resets the count. After
+//!   [`Options::ejection`]'s failures in a row (default 5) the endpoint is
+//!   marked dead and skipped for a jittered backoff (default 100 ms,
+//!   doubling up to 1 s) and its idle connections are closed; then one
+//!   checkout probes it with a new connection, which revives it or marks
+//!   it dead again. The last live endpoint is never marked dead, and when
+//!   every endpoint left to try is dead a checkout still uses one.
+//!   [`PoolSet::accrual_stats`] counts markings and revivals. A failed
+//!   connect is retried on other endpoints.
+//! - **client-side closing**: a connection the
+//!   [`Connector::is_broken`] hook reports broken (say, its operation was
+//!   cancelled halfway) is closed on return and skipped on checkout,
+//!   without counting as a failure; [`PoolSet::clear_idle`] closes every
+//!   idle connection at once.
 //!
 //! Endpoint weights are not used: the load itself decides.
 //!
@@ -53,6 +66,7 @@ mod slot;
 
 pub use connector::{Connector, TcpConnector};
 pub use error::{BoxError, Error};
-pub use options::{Ejection, Options};
+pub use options::Options;
 pub use pool::{EndpointStats, PoolSet};
+pub use serversets::accrual::{AccrualStats, FailureAccrual};
 pub use slot::Pooled;

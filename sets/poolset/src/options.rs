@@ -1,20 +1,26 @@
-//! How a pool connects, limits, waits and ejects.
+//! How a pool connects, limits, waits and takes failing endpoints out of
+//! rotation.
 
 use std::time::Duration;
+
+use serversets::accrual::FailureAccrual;
 
 /// Settings of a [`PoolSet`](crate::PoolSet). Limits are per endpoint.
 ///
 /// ```
 /// use std::time::Duration;
-/// use poolset::{Ejection, Options};
+/// use poolset::{FailureAccrual, Options};
 ///
 /// let options = Options {
 ///     max_active: 16,
 ///     checkout_timeout: Duration::from_millis(200),
-///     ejection: Ejection { consecutive_failures: 5, ..Ejection::default() },
+///     ejection: FailureAccrual::new()
+///         .consecutive_failures(3)
+///         .backoff(Duration::from_millis(200), Duration::from_secs(5)),
 ///     ..Options::default()
 /// };
 /// assert_eq!(options.max_idle, 8);
+/// assert_eq!(Options::default().ejection, FailureAccrual::new());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -34,8 +40,19 @@ pub struct Options {
     /// Time a checkout waits when every endpoint is at
     /// [`Options::max_active`] (default 1 s).
     pub checkout_timeout: Duration,
-    /// When endpoints are taken out of rotation.
-    pub ejection: Ejection,
+    /// When an endpoint is taken out of rotation: the failure accrual
+    /// shared by every typed set (see [`serversets::accrual`]). Default
+    /// [`FailureAccrual::new()`]: **5 failures in a row** mark the
+    /// endpoint dead for a **jittered backoff from 100 ms, doubling up to
+    /// 1 s**; then one checkout probes it (opens a new connection: success
+    /// revives it, failure marks it dead for the next, longer backoff).
+    /// The last live endpoint is never marked dead.
+    /// [`FailureAccrual::disabled()`] never marks.
+    ///
+    /// A failure is a failed or timed-out connect, or a connection marked
+    /// broken with [`Pooled::mark_broken`](crate::Pooled::mark_broken); a
+    /// success is a connection returned healthy (or a probe's connect).
+    pub ejection: FailureAccrual,
 }
 
 impl Default for Options {
@@ -46,44 +63,8 @@ impl Default for Options {
             idle_timeout: Some(Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(1),
             checkout_timeout: Duration::from_secs(1),
-            ejection: Ejection::default(),
+            ejection: FailureAccrual::new(),
         }
-    }
-}
-
-/// Ejection of failing endpoints: an endpoint whose connects fail
-/// `consecutive_failures` times in a row, or whose connections are marked
-/// broken that many times in a row without a healthy return in between, is
-/// skipped for a backoff period. Then it is a candidate again (a probe):
-/// a success resets it, a failure ejects it again for twice as long, up to
-/// `max_backoff`. The last endpoint that is not ejected is never ejected.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ejection {
-    /// Failures in a row that eject an endpoint (default 3; 0 never ejects).
-    pub consecutive_failures: u32,
-    /// The first backoff (default 1 s).
-    pub base_backoff: Duration,
-    /// The longest backoff (default 30 s).
-    pub max_backoff: Duration,
-}
-
-impl Default for Ejection {
-    fn default() -> Self {
-        Ejection {
-            consecutive_failures: 3,
-            base_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Ejection {
-    /// The backoff of the `level`-th ejection in a row (0 for the first).
-    pub(crate) fn backoff(&self, level: u32) -> Duration {
-        let factor = 1u32.checked_shl(level.min(31)).unwrap_or(u32::MAX);
-        self.base_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff.max(self.base_backoff))
     }
 }
 
@@ -92,10 +73,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_max() {
-        let e = Ejection::default();
-        let secs: Vec<u64> = (0..8).map(|l| e.backoff(l).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
-        assert_eq!(e.backoff(u32::MAX), Duration::from_secs(30));
+    fn ejection_defaults_to_the_shared_policy() {
+        let ejection = Options::default().ejection;
+        assert_eq!(ejection.failure_threshold(), 5);
+        assert_eq!(ejection.base_backoff(), Duration::from_millis(100));
+        assert_eq!(ejection.max_backoff(), Duration::from_secs(1));
+        assert!(ejection.is_jittered());
     }
 }

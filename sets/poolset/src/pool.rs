@@ -1,32 +1,33 @@
 //! The pool over a set: the endpoint list, the least-active choice,
-//! waiting, ejection and the task that follows the source.
+//! waiting, failure accrual and the task that follows the source.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rand::Rng;
+use serversets::accrual::{Accrual, AccrualStats, EndpointState, Permit};
 use serversets::{Changes, Endpoint, Snapshot, Source};
 use tracing::{debug, warn};
 
-use crate::connector::Connector;
+use crate::connector::{BrokenCheck, Connector};
 use crate::error::Error;
 use crate::options::Options;
-use crate::slot::{lock, nanos_since, Pooled, Reservation, Signal, Slot};
+use crate::slot::{lock, Pooled, Reservation, Signal, Slot};
 
 /// Least-request connection pools over a serverset: one pool per endpoint,
 /// over any connection type a [`Connector`] opens.
 ///
 /// A checkout goes to the endpoint with the fewest active (checked-out)
 /// connections, ties broken at random, and hands out its newest idle
-/// connection or opens one. Endpoints that fail are ejected for a while
-/// (see [`Ejection`](crate::Ejection)); a failed connect is retried on
-/// other endpoints. The pool follows its [`Source`] by itself: endpoints
-/// that leave are drained, new ones are used at once. Cloning is cheap and
-/// shares the pools.
+/// connection or opens one. Endpoints that keep failing are marked dead
+/// for a while by the shared failure accrual (see [`Options::ejection`]);
+/// a failed connect is retried on other endpoints. The pool follows its
+/// [`Source`] by itself: endpoints that leave are drained, new ones are
+/// used at once. Cloning is cheap and shares the pools.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,16 +85,19 @@ pub struct EndpointStats {
     pub active: usize,
     /// Idle connections.
     pub idle: usize,
-    /// Whether it is ejected now.
+    /// Whether it is marked dead by the failure accrual: out of rotation,
+    /// whether its backoff is still running or over (then the next
+    /// checkout that picks it probes it, and it stays dead until a probe
+    /// succeeds).
     pub ejected: bool,
-    /// Connects failed in a row.
+    /// Failures in a row (failed or timed-out connects and connections
+    /// marked broken alike), reset by a success and by the marking itself.
     pub consecutive_failures: u32,
-    /// Connections marked broken in a row.
-    pub consecutive_broken: u32,
 }
 
 struct Inner<C: Connector> {
-    connector: C,
+    /// Shared with the slots, which ask it [`Connector::is_broken`].
+    connector: Arc<C>,
     shared: Arc<Shared<C::Connection>>,
     follower: Mutex<Follower>,
     /// True until the follower task is spawned.
@@ -131,11 +135,10 @@ pub(crate) struct Shared<T> {
     closed: AtomicBool,
     /// Serializes list rebuilds with `close`.
     control: Mutex<()>,
-    /// Serializes ejection decisions (so two endpoints cannot both
-    /// decide the other is still in rotation).
-    eject_lock: Mutex<()>,
-    epoch: Instant,
-    me: Weak<Shared<T>>,
+    /// Failure accrual: one tracker per slot.
+    accrual: Accrual,
+    /// The connector's `is_broken`, handed to each slot.
+    check: Arc<dyn BrokenCheck<T>>,
 }
 
 /// A list of endpoints' slots.
@@ -143,34 +146,32 @@ type Slots<T> = Vec<Arc<Slot<T>>>;
 
 /// The outcome of one attempt to pick an endpoint.
 enum Pick<T> {
-    /// An active slot is held on this endpoint.
-    Reserved(Reservation<T>),
-    /// Every usable endpoint is at its limit; an ejected one comes back at
-    /// this time (nanoseconds since the epoch), if any.
-    Full { wake_at: Option<u64> },
+    /// An active slot is held on this endpoint, with the probe's permit
+    /// if the endpoint is dead and this checkout probes it.
+    Reserved(Reservation<T>, Option<Permit>),
+    /// Every usable endpoint is at its limit; a dead one's backoff ends at
+    /// this time, if any.
+    Full { wake_at: Option<Instant> },
     /// Nothing left to try: the set is empty or every endpoint was tried.
     Exhausted,
 }
 
 impl<T> Shared<T> {
-    fn new(options: Options, snapshot: &Snapshot) -> Arc<Self> {
+    fn new(options: Options, snapshot: &Snapshot, check: Arc<dyn BrokenCheck<T>>) -> Arc<Self> {
         let mut options = options;
         options.max_active = options.max_active.max(1);
-        Arc::new_cyclic(|me: &Weak<Shared<T>>| {
-            let shared = Shared {
-                options,
-                list: ArcSwap::from_pointee(Vec::new()),
-                signal: Arc::new(Signal::default()),
-                closed: AtomicBool::new(false),
-                control: Mutex::new(()),
-                eject_lock: Mutex::new(()),
-                epoch: Instant::now(),
-                me: me.clone(),
-            };
-            let (list, _) = shared.build(snapshot, &shared.list.load());
-            shared.list.store(Arc::new(list));
-            shared
-        })
+        let shared = Shared {
+            accrual: Accrual::new(options.ejection.clone()),
+            options,
+            list: ArcSwap::from_pointee(Vec::new()),
+            signal: Arc::new(Signal::default()),
+            closed: AtomicBool::new(false),
+            control: Mutex::new(()),
+            check,
+        };
+        let (list, _) = shared.build(snapshot, &[]);
+        shared.list.store(Arc::new(list));
+        Arc::new(shared)
     }
 
     /// The slots for `snapshot`, reusing those of `old` by endpoint, and
@@ -188,8 +189,9 @@ impl<T> Shared<T> {
                 Some(slot) => Arc::clone(slot),
                 None => Arc::new(Slot::new(
                     endpoint.clone(),
-                    self.me.clone(),
+                    self.accrual.track(),
                     Arc::clone(&self.signal),
+                    Arc::clone(&self.check),
                     &self.options,
                 )),
             };
@@ -247,58 +249,37 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Ejects `slot` unless it is the last endpoint in rotation.
-    pub(crate) fn try_eject(&self, slot: &Slot<T>, reason: &'static str) {
-        let _eject = lock(&self.eject_lock);
-        if slot.is_removed() {
-            return;
-        }
-        let now = nanos_since(self.epoch);
-        if slot.is_ejected_at(now) {
-            return;
-        }
-        let list = self.list.load();
-        let others = list
-            .iter()
-            .filter(|s| !std::ptr::eq(&***s, slot) && !s.is_removed() && !s.is_ejected_at(now))
-            .count();
-        if others == 0 {
-            debug!(endpoint = %slot.endpoint, reason, "not ejecting the last endpoint in rotation");
-            return;
-        }
-        let level = slot.ejection_level();
-        let backoff = self.options.ejection.backoff(level);
-        let until = now.saturating_add(u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX));
-        slot.eject(until.max(1));
-        warn!(endpoint = %slot.endpoint, ?backoff, reason, "endpoint ejected");
-    }
-
     /// Picks the usable endpoint with the fewest active connections (ties
     /// at random) that is not in `tried`, and reserves a slot on it.
+    ///
+    /// Usable: live, or dead with its backoff over and no probe under way
+    /// (then this checkout is the probe). When every untried endpoint is
+    /// dead, all of them are usable: a checkout never fails only because
+    /// everything is dead.
     fn pick(&self, list: &[Arc<Slot<T>>], tried: &[Arc<Slot<T>>]) -> Pick<T> {
         let max_active = self.options.max_active;
         loop {
-            let mut now = None;
             let mut best: Option<(&Arc<Slot<T>>, usize)> = None;
+            let mut best_pass = 0;
             let mut ties = 0u32;
             let mut untried = false;
             let mut in_rotation = false;
-            let mut wake_at: Option<u64> = None;
+            let mut wake_at: Option<Instant> = None;
             for pass in 0..2 {
-                // Pass 0: endpoints in rotation. Pass 1, only when every
-                // untried endpoint is ejected: all of them.
+                // Pass 0: endpoints the accrual admits. Pass 1, only when
+                // every untried endpoint is dead: all of them.
                 for slot in list {
                     if slot.is_removed() || tried.iter().any(|t| Arc::ptr_eq(t, slot)) {
                         continue;
                     }
                     untried = true;
-                    let until = slot.ejected_until();
-                    if pass == 0 && until != 0 {
-                        let now = *now.get_or_insert_with(|| nanos_since(self.epoch));
-                        if until > now {
+                    if pass == 0 && !slot.tracker.is_available() {
+                        // Dead: note when its backoff ends. (If it is over,
+                        // a probe is under way; its end wakes a waiter.)
+                        if let EndpointState::Dead { until } = slot.tracker.state() {
                             wake_at = Some(wake_at.map_or(until, |w| w.min(until)));
-                            continue;
                         }
+                        continue;
                     }
                     in_rotation = true;
                     let active = slot.active();
@@ -319,16 +300,32 @@ impl<T> Shared<T> {
                         }
                     }
                 }
+                best_pass = pass;
                 if in_rotation || !untried {
                     break;
                 }
             }
             match best {
                 Some((slot, seen)) => {
-                    if let Some(reservation) = slot.reserve(seen) {
-                        return Pick::Reserved(reservation);
+                    let Some(reservation) = slot.reserve(seen) else {
+                        // Another checkout moved this count: choose again.
+                        continue;
+                    };
+                    if !slot.tracker.is_dead() {
+                        return Pick::Reserved(reservation, None);
                     }
-                    // Another checkout moved this count: choose again.
+                    match slot.tracker.admit() {
+                        Ok(permit) if permit.is_probe() => {
+                            return Pick::Reserved(reservation, Some(permit))
+                        }
+                        // Revived meanwhile.
+                        Ok(_) => return Pick::Reserved(reservation, None),
+                        // Everything is dead: use it all the same.
+                        Err(_) if best_pass == 1 => return Pick::Reserved(reservation, None),
+                        // Marked dead, or another checkout took the probe,
+                        // since the look: choose again.
+                        Err(_) => drop(reservation),
+                    }
                 }
                 None if !untried => return Pick::Exhausted,
                 None => {
@@ -380,7 +377,9 @@ impl<C: Connector> PoolSet<C> {
     /// A pool with these options.
     pub fn with_options(source: impl Source, connector: C, options: Options) -> Self {
         let changes = source.changes();
-        let shared = Shared::new(options, changes.snapshot());
+        let connector = Arc::new(connector);
+        let check: Arc<dyn BrokenCheck<C::Connection>> = connector.clone();
+        let shared = Shared::new(options, changes.snapshot(), check);
         let inner = Arc::new(Inner {
             connector,
             shared,
@@ -395,10 +394,11 @@ impl<C: Connector> PoolSet<C> {
     }
 
     /// Checks out a connection: from the endpoint with the fewest active
-    /// connections (ties at random, ejected endpoints skipped), its newest
-    /// idle connection or a new one. A failed connect is retried on other
-    /// endpoints, up to one try per endpoint. When every endpoint is at
-    /// [`Options::max_active`], waits up to [`Options::checkout_timeout`].
+    /// connections (ties at random, dead endpoints skipped), its newest
+    /// idle connection or a new one (a dead endpoint whose backoff is over
+    /// is probed with a new connection). A failed connect is retried on
+    /// other endpoints, up to one try per endpoint. When every endpoint is
+    /// at [`Options::max_active`], waits up to [`Options::checkout_timeout`].
     pub async fn checkout(&self) -> Result<Pooled<C::Connection>, Error> {
         let inner = &*self.inner;
         let shared = &*inner.shared;
@@ -427,11 +427,13 @@ impl<C: Connector> PoolSet<C> {
                 shared.pick(&list, &tried)
             };
             match picked {
-                Pick::Reserved(reservation) => {
-                    if let Some(conn) = reservation.slot.take_idle() {
-                        return Ok(Pooled::new(reservation, conn));
+                Pick::Reserved(reservation, probe) => {
+                    if probe.is_none() {
+                        if let Some(conn) = reservation.slot.take_idle() {
+                            return Ok(Pooled::new(reservation, conn));
+                        }
                     }
-                    match inner.connect(&reservation.slot).await {
+                    match inner.connect(&reservation.slot, probe).await {
                         Ok(conn) => return Ok(Pooled::new(reservation, conn)),
                         Err(error) => {
                             let slot = Arc::clone(&reservation.slot);
@@ -473,9 +475,7 @@ impl<C: Connector> PoolSet<C> {
                         });
                     }
                     let wake = match wake_at {
-                        Some(at) => {
-                            deadline.min(after(shared.epoch, Duration::from_nanos(at)).max(now))
-                        }
+                        Some(at) => deadline.min(at.max(now)),
                         None => deadline,
                     };
                     let _ = tokio::time::timeout_at(wake.into(), notified).await;
@@ -516,9 +516,8 @@ impl<C: Connector> PoolSet<C> {
     /// Each endpoint's active and idle connections and health, in the
     /// set's order.
     pub fn stats(&self) -> Vec<EndpointStats> {
-        let shared = &self.inner.shared;
-        let now = nanos_since(shared.epoch);
-        shared
+        self.inner
+            .shared
             .list
             .load()
             .iter()
@@ -526,11 +525,26 @@ impl<C: Connector> PoolSet<C> {
                 endpoint: s.endpoint.clone(),
                 active: s.active(),
                 idle: s.idle_count(),
-                ejected: s.is_ejected_at(now),
-                consecutive_failures: s.consecutive_failures(),
-                consecutive_broken: s.consecutive_broken(),
+                ejected: s.tracker.is_dead(),
+                consecutive_failures: s.tracker.consecutive_failures(),
             })
             .collect()
+    }
+
+    /// The failure accrual's counts: endpoints marked dead (failed probes
+    /// included) and revived since the pool was made, and how many are
+    /// tracked and dead now.
+    pub fn accrual_stats(&self) -> AccrualStats {
+        self.inner.shared.accrual.stats()
+    }
+
+    /// Closes every idle connection of every endpoint now, for a caller
+    /// that knows they are stale (say, its servers restarted). Checked-out
+    /// connections are not affected; later checkouts open new ones.
+    pub fn clear_idle(&self) {
+        for slot in self.inner.shared.list.load().iter() {
+            slot.drain_idle();
+        }
     }
 
     /// The options in use.
@@ -546,8 +560,16 @@ impl<C: Connector> PoolSet<C> {
 
 impl<C: Connector> Inner<C> {
     /// Opens a connection on a reserved slot, within the connect timeout,
-    /// recording the outcome for ejection.
-    async fn connect(&self, slot: &Slot<C::Connection>) -> Result<C::Connection, Error> {
+    /// reporting the outcome to the failure accrual: a failure or a
+    /// timeout counts against the endpoint; a success revives a probed one
+    /// (otherwise a connect that succeeds is not a success by itself: a
+    /// server may accept connections and fail every request, so the
+    /// connection's healthy return is).
+    async fn connect(
+        &self,
+        slot: &Slot<C::Connection>,
+        probe: Option<Permit>,
+    ) -> Result<C::Connection, Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
@@ -555,7 +577,9 @@ impl<C: Connector> Inner<C> {
         let result = tokio::time::timeout(timeout, self.connector.connect(&slot.endpoint)).await;
         let error = match result {
             Ok(Ok(conn)) => {
-                slot.connect_succeeded();
+                if let Some(probe) = probe {
+                    probe.success();
+                }
                 return Ok(conn);
             }
             Ok(Err(source)) => Error::Connect {
@@ -568,7 +592,10 @@ impl<C: Connector> Inner<C> {
             },
         };
         debug!(endpoint = %slot.endpoint, %error, "connect failed");
-        slot.connect_failed();
+        match probe {
+            Some(probe) => slot.after_failure(probe.failure()),
+            None => slot.failed(),
+        }
         Err(error)
     }
 

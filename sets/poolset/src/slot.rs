@@ -3,15 +3,16 @@
 
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serversets::accrual::Tracker;
 use serversets::Endpoint;
 use tokio::sync::Notify;
-use tracing::info;
+use tracing::debug;
 
-use crate::pool::Shared;
+use crate::connector::BrokenCheck;
 
 /// Locks a mutex, recovering the guard if a thread panicked while holding
 /// it (the data it guards is a plain list, valid at every step).
@@ -53,30 +54,21 @@ pub(crate) struct Slot<T> {
     idle: Mutex<Vec<Idle<T>>>,
     /// Left the set (or the pool closed): returns close their connection.
     removed: AtomicBool,
-    connect_failures: AtomicU32,
-    broken_streak: AtomicU32,
-    /// Ejections in a row without a success: the backoff doubles with it.
-    level: AtomicU32,
-    /// Nanoseconds since `epoch` until which the endpoint is skipped; 0 if
-    /// it never was ejected.
-    ejected_until: AtomicU64,
+    /// The endpoint's failure accrual (one of the pool's `Accrual`).
+    pub(crate) tracker: Arc<Tracker>,
     max_idle: usize,
     idle_timeout: Option<Duration>,
-    eject_after: u32,
     signal: Arc<Signal>,
-    shared: Weak<Shared<T>>,
-}
-
-/// Nanoseconds from `epoch` to now.
-pub(crate) fn nanos_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    /// The connector's [`Connector::is_broken`](crate::Connector::is_broken).
+    check: Arc<dyn BrokenCheck<T>>,
 }
 
 impl<T> Slot<T> {
     pub(crate) fn new(
         endpoint: Endpoint,
-        shared: Weak<Shared<T>>,
+        tracker: Arc<Tracker>,
         signal: Arc<Signal>,
+        check: Arc<dyn BrokenCheck<T>>,
         options: &crate::Options,
     ) -> Self {
         Slot {
@@ -84,15 +76,11 @@ impl<T> Slot<T> {
             active: AtomicUsize::new(0),
             idle: Mutex::new(Vec::with_capacity(options.max_idle.min(64))),
             removed: AtomicBool::new(false),
-            connect_failures: AtomicU32::new(0),
-            broken_streak: AtomicU32::new(0),
-            level: AtomicU32::new(0),
-            ejected_until: AtomicU64::new(0),
+            tracker,
             max_idle: options.max_idle,
             idle_timeout: options.idle_timeout,
-            eject_after: options.ejection.consecutive_failures,
             signal,
-            shared,
+            check,
         }
     }
 
@@ -115,45 +103,35 @@ impl<T> Slot<T> {
         self.removed.load(Ordering::Relaxed)
     }
 
-    /// The raw ejection deadline (0: never ejected).
-    pub(crate) fn ejected_until(&self) -> u64 {
-        self.ejected_until.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn is_ejected_at(&self, now: u64) -> bool {
-        self.ejected_until() > now
-    }
-
     pub(crate) fn idle_count(&self) -> usize {
         lock(&self.idle).len()
     }
 
-    pub(crate) fn consecutive_failures(&self) -> u32 {
-        self.connect_failures.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn consecutive_broken(&self) -> u32 {
-        self.broken_streak.load(Ordering::Relaxed)
-    }
-
     /// The newest idle connection, unless it is older than the idle
     /// timeout (then every idle connection is, and all are closed).
+    /// Connections the connector reports broken are closed and skipped.
     pub(crate) fn take_idle(&self) -> Option<T> {
-        let mut idle = lock(&self.idle);
-        let newest = idle.pop()?;
-        let fresh = match self.idle_timeout {
-            Some(timeout) => newest.since.elapsed() < timeout,
-            None => true,
-        };
-        if fresh {
+        loop {
+            let mut idle = lock(&self.idle);
+            let newest = idle.pop()?;
+            let fresh = match self.idle_timeout {
+                Some(timeout) => newest.since.elapsed() < timeout,
+                None => true,
+            };
+            if !fresh {
+                let stale = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(stale);
+                drop(newest);
+                return None;
+            }
             drop(idle);
-            return Some(newest.conn);
+            if !self.check.is_broken(&newest.conn) {
+                return Some(newest.conn);
+            }
+            debug!(endpoint = %self.endpoint, "closing a broken idle connection");
+            drop(newest);
         }
-        let stale = std::mem::take(&mut *idle);
-        drop(idle);
-        drop(stale);
-        drop(newest);
-        None
     }
 
     /// Puts a returned connection on the idle list, or closes it if the
@@ -191,69 +169,36 @@ impl<T> Slot<T> {
         drop(idle);
     }
 
-    /// The endpoint left the set: close its idle connections now and the
-    /// checked-out ones when they come back.
+    /// The endpoint left the set (or the pool closed): close its idle
+    /// connections now and the checked-out ones when they come back, and
+    /// stop counting it as live for the others' failure accrual.
     pub(crate) fn retire(&self) {
         self.removed.store(true, Ordering::Relaxed);
+        self.tracker.retire();
         self.drain_idle();
     }
 
-    /// Ejections in a row so far (the next backoff's exponent).
-    pub(crate) fn ejection_level(&self) -> u32 {
-        self.level.load(Ordering::Relaxed)
+    /// Reports a failure (a failed connect, a connection marked broken)
+    /// outside a probe; closes the idle connections if the endpoint is dead.
+    pub(crate) fn failed(&self) {
+        let dead = self.tracker.failure();
+        self.after_failure(dead);
     }
 
-    /// Ejects the endpoint until `until` (nanoseconds since the epoch) and
-    /// closes its idle connections.
-    pub(crate) fn eject(&self, until: u64) {
-        let _ = self
-            .level
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_add(1));
-        self.ejected_until.store(until, Ordering::Relaxed);
-        self.drain_idle();
-    }
-
-    pub(crate) fn connect_succeeded(&self) {
-        if self.connect_failures.load(Ordering::Relaxed) != 0 {
-            self.connect_failures.store(0, Ordering::Relaxed);
-        }
-        if self.broken_streak.load(Ordering::Relaxed) == 0 {
-            self.recovered();
+    /// After a failure was reported: a dead endpoint's idle connections
+    /// are closed (they would not be used, and are likely as bad).
+    pub(crate) fn after_failure(&self, dead: bool) {
+        if dead {
+            debug!(endpoint = %self.endpoint, "endpoint marked dead; closing its idle connections");
+            self.drain_idle();
         }
     }
 
-    pub(crate) fn connect_failed(&self) {
-        let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.eject_after > 0 && failures >= self.eject_after {
-            if let Some(shared) = self.shared.upgrade() {
-                shared.try_eject(self, "connects failed");
-            }
-        }
-    }
-
+    /// A connection came back healthy: resets the failure count. (Only
+    /// when there is one, so the common return reads no clock.)
     fn returned_healthy(&self) {
-        if self.broken_streak.load(Ordering::Relaxed) != 0 {
-            self.broken_streak.store(0, Ordering::Relaxed);
-        }
-        if self.connect_failures.load(Ordering::Relaxed) == 0 {
-            self.recovered();
-        }
-    }
-
-    fn returned_broken(&self) {
-        let streak = self.broken_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.eject_after > 0 && streak >= self.eject_after {
-            if let Some(shared) = self.shared.upgrade() {
-                shared.try_eject(self, "connections were marked broken");
-            }
-        }
-    }
-
-    /// A success after ejections resets the backoff.
-    fn recovered(&self) {
-        if self.level.load(Ordering::Relaxed) != 0 && self.level.swap(0, Ordering::Relaxed) != 0 {
-            self.ejected_until.store(0, Ordering::Relaxed);
-            info!(endpoint = %self.endpoint, "endpoint recovered; back in rotation");
+        if self.tracker.consecutive_failures() != 0 {
+            self.tracker.success();
         }
     }
 }
@@ -273,9 +218,14 @@ impl<T> Drop for Reservation<T> {
 
 /// A checked-out connection. It derefs to the connection; dropping it
 /// returns the connection to its endpoint's idle list (or closes it when
-/// the list is full, the endpoint left the set, or it was marked broken)
-/// and wakes one waiting checkout.
+/// the list is full, the endpoint left the set, it was marked broken or the
+/// [connector reports it broken](crate::Connector::is_broken)) and wakes
+/// one waiting checkout.
 pub struct Pooled<T> {
+    // `ManuallyDrop` rather than `Option<T>`: `Drop` and `into_inner` move
+    // the connection out, and with an `Option` every `Deref` would need a
+    // panicking `None` branch (this crate has none); the two `unsafe`
+    // blocks below are the whole cost.
     conn: ManuallyDrop<T>,
     reservation: Reservation<T>,
     broken: bool,
@@ -296,8 +246,10 @@ impl<T> Pooled<T> {
     }
 
     /// Marks the connection broken: it is closed instead of returned, and
-    /// counts toward ejecting its endpoint (see
-    /// [`Ejection`](crate::Ejection)).
+    /// counts as a failure of its endpoint (see
+    /// [`Options::ejection`](crate::Options::ejection)). To close a
+    /// connection without blaming the endpoint, use
+    /// [`Connector::is_broken`](crate::Connector::is_broken).
     pub fn mark_broken(&mut self) {
         self.broken = true;
     }
@@ -308,7 +260,7 @@ impl<T> Pooled<T> {
     }
 
     /// Takes the connection out of the pool: it is no longer counted as
-    /// active and never returns (nor counts as broken).
+    /// active and never returns (nor counts as a success or a failure).
     pub fn into_inner(self) -> T {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped, so each field is moved out
@@ -346,7 +298,10 @@ impl<T> Drop for Pooled<T> {
         let slot = &self.reservation.slot;
         if self.broken {
             drop(conn);
-            slot.returned_broken();
+            slot.failed();
+        } else if slot.check.is_broken(&conn) {
+            // The client closed itself: not the endpoint's fault.
+            drop(conn);
         } else {
             slot.returned_healthy();
             slot.put_idle(conn);

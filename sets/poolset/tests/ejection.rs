@@ -1,23 +1,35 @@
-//! Ejection of failing endpoints, probing and recovery; the last endpoint
-//! in rotation is never ejected.
+//! Ejection of failing endpoints (the shared failure accrual), probing and
+//! recovery; the last endpoint in rotation is never ejected.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{dead_endpoint, eventually, round_trip, servers, EchoServer, DEADLINE};
 use fixedset::FixedSet;
-use poolset::{EndpointStats, Error, Options, PoolSet, TcpConnector};
+use poolset::{Connector, EndpointStats, Error, FailureAccrual, Options, PoolSet, TcpConnector};
 use serversets::Endpoint;
+use tokio::net::TcpStream;
 
 fn options(base_backoff: Duration) -> Options {
     Options {
-        ejection: poolset::Ejection {
-            consecutive_failures: 3,
-            base_backoff,
-            max_backoff: base_backoff * 2,
-        },
+        ejection: FailureAccrual::new()
+            .consecutive_failures(3)
+            .backoff(base_backoff, base_backoff * 2)
+            .jitter(false),
         ..Options::default()
+    }
+}
+
+/// A TCP connector counting the connects it starts to `target`.
+fn counting(target: Endpoint, count: Arc<AtomicUsize>) -> impl Connector<Connection = TcpStream> {
+    move |endpoint: Endpoint| {
+        if endpoint == target {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        async move { TcpConnector::new().connect(&endpoint).await }
     }
 }
 
@@ -51,7 +63,9 @@ async fn a_down_endpoint_is_ejected_then_probed_and_used_again() {
         checkouts += 1;
     }
     assert!(checkouts >= 1);
-    assert!(stats_of(&pool, &down.endpoint()).consecutive_failures >= 3);
+    // Three failures in a row marked it (and the marking reset the count).
+    assert_eq!(pool.accrual_stats().ejections, 1);
+    assert_eq!(stats_of(&pool, &down.endpoint()).consecutive_failures, 0);
     assert!(!stats_of(&pool, &live[0].endpoint()).ejected);
 
     // Back on the same port: after its backoff it is probed and used.
@@ -68,6 +82,7 @@ async fn a_down_endpoint_is_ejected_then_probed_and_used_again() {
     let stats = stats_of(&pool, &down.endpoint());
     assert!(!stats.ejected, "{stats:?}");
     assert_eq!(stats.consecutive_failures, 0);
+    assert_eq!(pool.accrual_stats().revivals, 1);
     // Back in rotation: it takes its share of concurrent load.
     let mut held = Vec::new();
     for _ in 0..9 {
@@ -87,9 +102,10 @@ async fn an_ejected_endpoint_is_skipped_during_its_backoff() {
     let (dead, _held) = dead_endpoint();
     let set = FixedSet::from_endpoints([live[0].endpoint(), live[1].endpoint(), dead.clone()]);
     // A backoff far longer than the test.
+    let connects = Arc::new(AtomicUsize::new(0));
     let pool = PoolSet::with_options(
         set.clone(),
-        TcpConnector::new(),
+        counting(dead.clone(), Arc::clone(&connects)),
         options(Duration::from_secs(300)),
     );
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -97,13 +113,15 @@ async fn an_ejected_endpoint_is_skipped_during_its_backoff() {
         assert!(tokio::time::Instant::now() < deadline, "never ejected");
         pool.checkout().await.expect("checkout");
     }
-    let failures = stats_of(&pool, &dead).consecutive_failures;
+    let failures = connects.load(Ordering::SeqCst);
     assert_eq!(failures, 3);
+    assert_eq!(pool.accrual_stats().ejections, 1);
     let mut held = Vec::new();
     for _ in 0..50 {
         held.push(pool.checkout().await.expect("checkout"));
     }
-    assert_eq!(stats_of(&pool, &dead).consecutive_failures, failures);
+    assert_eq!(connects.load(Ordering::SeqCst), failures, "not tried");
+    assert_eq!(pool.accrual_stats().ejections, 1);
     assert!(held.iter().all(|c| c.endpoint() != &dead));
     drop(held);
 
@@ -181,7 +199,7 @@ async fn connections_marked_broken_in_a_row_eject_their_endpoint() {
     }
     let stats = stats_of(&pool, &y);
     assert!(!stats.ejected, "{stats:?}");
-    assert_eq!(stats.consecutive_broken, 2);
+    assert_eq!(stats.consecutive_failures, 2);
     // Y opened four connections; each ended marked broken and closed (the
     // healthy returns were reused by the next checkout).
     assert_eq!(stats.idle, 0, "broken connections are closed, not kept");
@@ -192,6 +210,7 @@ async fn connections_marked_broken_in_a_row_eject_their_endpoint() {
     next_on_y().await.mark_broken();
     let stats = stats_of(&pool, &y);
     assert!(stats.ejected, "{stats:?}");
+    assert_eq!(pool.accrual_stats().ejections, 1);
 
     // Now everything goes to X, however loaded it is.
     let mut held = vec![x_conn];
@@ -206,7 +225,8 @@ async fn connections_marked_broken_in_a_row_eject_their_endpoint() {
     }
     let stats = stats_of(&pool, &x);
     assert!(!stats.ejected, "{stats:?}");
-    assert_eq!(stats.consecutive_broken, 21);
+    assert_eq!(stats.consecutive_failures, 21);
+    assert_eq!(pool.accrual_stats().ejections, 1);
     // Y's healthy connections coming back would reset it; X is still
     // served.
     let conn = pool.checkout().await.expect("checkout");

@@ -1,0 +1,194 @@
+//! One memcached server: its connections, its failure accrual, and one
+//! command run on it within a deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_memcached::Client;
+use poolset::{Connector, PoolSet};
+use serversets::accrual::{Accrual, Permit, Tracker};
+use serversets::Endpoint;
+use tracing::debug;
+
+use crate::command::{self, Command, Fault, Reply};
+use crate::error::Error;
+
+/// Opens `async-memcached` connections (TCP, `TCP_NODELAY`). A client that
+/// an incomplete request closed (error, timeout, cancellation) is broken:
+/// the pool closes it instead of reusing it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MemcacheConnector;
+
+impl Connector for MemcacheConnector {
+    type Connection = Client;
+    type Error = async_memcached::Error;
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Client, async_memcached::Error> {
+        Client::new(format!("tcp://{endpoint}")).await
+    }
+
+    fn is_broken(&self, conn: &Client) -> bool {
+        conn.is_closed()
+    }
+}
+
+/// A server in the ring: where it is, its connection pool and its failure
+/// accrual. Kept across ring rebuilds while the server stays in the set.
+pub(crate) struct Server {
+    pub(crate) endpoint: Endpoint,
+    pool: PoolSet<MemcacheConnector>,
+    pub(crate) tracker: Arc<Tracker>,
+}
+
+/// The settings a server's calls use.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_idle: usize,
+}
+
+impl Server {
+    pub(crate) fn new(endpoint: Endpoint, accrual: &Accrual, limits: &Limits) -> Self {
+        let options = poolset::Options {
+            max_idle: limits.max_idle,
+            max_active: limits.max_connections.max(1),
+            idle_timeout: Some(Duration::from_secs(60)),
+            connect_timeout: limits.connect_timeout.min(limits.timeout),
+            checkout_timeout: limits.timeout,
+            // The server's accrual is the memcache set's, not the pool's.
+            ejection: serversets::accrual::FailureAccrual::disabled(),
+        };
+        let only = fixedset::FixedSet::from_endpoints([endpoint.clone()]);
+        Server {
+            pool: PoolSet::with_options(only, MemcacheConnector, options),
+            tracker: accrual.track(),
+            endpoint,
+        }
+    }
+
+    /// Runs `command` on this server: admitted by failure accrual (a dead
+    /// server fails at once), within `timeout` for connect, checkout and
+    /// I/O together. The outcome is reported to failure accrual; a
+    /// cancelled call reports nothing and its connection is closed.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        command: &Command<'_>,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        let permit = match self.tracker.admit() {
+            Ok(permit) if permit.is_probe() => {
+                // No caller's request is spent on probing a dead server.
+                self.probe(permit, timeout);
+                return Err(Error::Dead {
+                    server: self.endpoint.clone(),
+                    retry_in: Duration::ZERO,
+                });
+            }
+            Ok(permit) => permit,
+            Err(dead) => {
+                return Err(Error::Dead {
+                    server: self.endpoint.clone(),
+                    retry_in: dead.until.saturating_duration_since(Instant::now()),
+                })
+            }
+        };
+        let attempt = async {
+            let mut conn = self.pool.checkout().await.map_err(Err)?;
+            match command::run(&mut conn, command).await {
+                Ok(reply) => Ok(reply),
+                Err(fault) => {
+                    if matches!(fault, Fault::Mismatch { .. } | Fault::Unexpected(_)) {
+                        // The connection's state is unknown: close it.
+                        drop(conn.into_inner());
+                    }
+                    Err(Ok(fault))
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(reply)) => {
+                permit.success();
+                Ok(reply)
+            }
+            Ok(Err(Ok(fault))) => {
+                let dead = if fault.counts_against_server() {
+                    permit.failure()
+                } else {
+                    permit.success();
+                    false
+                };
+                if dead || fault.is_io() {
+                    // The server went away or restarted: its idle
+                    // connections are most likely dead as well.
+                    self.pool.clear_idle();
+                }
+                debug!(server = %self.endpoint, ?fault, "memcache call failed");
+                Err(self.error(fault))
+            }
+            Ok(Err(Err(pool))) => {
+                if permit.failure() {
+                    self.pool.clear_idle();
+                }
+                Err(Error::Connect {
+                    server: self.endpoint.clone(),
+                    source: pool,
+                })
+            }
+            Err(_) => {
+                if permit.failure() {
+                    self.pool.clear_idle();
+                }
+                Err(Error::Timeout {
+                    server: self.endpoint.clone(),
+                    timeout,
+                })
+            }
+        }
+    }
+
+    /// Probes a dead server whose backoff is over, in the background: a
+    /// `version` request on a fresh connection within `timeout`. Its
+    /// success revives the server, its failure marks it dead again. Outside
+    /// a runtime nothing is probed (the permit is dropped, so the next call
+    /// tries again). Returns whether a probe was started.
+    pub(crate) fn probe(self: &Arc<Self>, permit: Permit, timeout: Duration) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let server = Arc::clone(self);
+        runtime.spawn(async move {
+            // Connections idle since before the server died are stale.
+            server.pool.clear_idle();
+            let probe = async {
+                let mut conn = server.pool.checkout().await.ok()?;
+                conn.version().await.ok()
+            };
+            match tokio::time::timeout(timeout, probe).await {
+                Ok(Some(version)) => {
+                    debug!(server = %server.endpoint, version, "probe succeeded");
+                    permit.success();
+                }
+                _ => {
+                    debug!(server = %server.endpoint, "probe failed");
+                    let _ = permit.failure();
+                }
+            }
+        });
+        true
+    }
+
+    fn error(&self, fault: Fault) -> Error {
+        let server = self.endpoint.clone();
+        match fault {
+            Fault::Memcache(source) => Error::Memcache { server, source },
+            Fault::Mismatch { expected, got } => Error::Mismatch {
+                server,
+                expected,
+                got,
+            },
+            Fault::Unexpected(reply) => Error::UnexpectedReply { server, reply },
+        }
+    }
+}
