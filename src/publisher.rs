@@ -67,6 +67,12 @@ impl Publisher {
         self.current.load_full()
     }
 
+    /// The current snapshot's version, without taking a reference to it
+    /// (no shared counter is written: cheap on a hot path).
+    pub fn version(&self) -> u64 {
+        self.current.load().version()
+    }
+
     /// Publishes a new snapshot of `entries`, which are in snapshot order
     /// already, with its delta.
     pub(crate) fn publish(

@@ -33,6 +33,14 @@ pub trait Source: Send + Sync + 'static {
 
     /// The changes from now on.
     fn changes(&self) -> Changes;
+
+    /// The current snapshot's [version](Snapshot::version): what a typed
+    /// set compares on its request path to know whether to rebuild.
+    /// Sources backed by a [`Publisher`](crate::Publisher) answer without
+    /// touching the snapshot's reference count.
+    fn version(&self) -> u64 {
+        self.current().version()
+    }
 }
 
 impl<S: Source + ?Sized> Source for Arc<S> {
@@ -42,5 +50,9 @@ impl<S: Source + ?Sized> Source for Arc<S> {
 
     fn changes(&self) -> Changes {
         (**self).changes()
+    }
+
+    fn version(&self) -> u64 {
+        (**self).version()
     }
 }

@@ -167,6 +167,10 @@ impl crate::Source for Watch {
     fn changes(&self) -> Changes {
         Watch::changes(self)
     }
+
+    fn version(&self) -> u64 {
+        self.inner.publisher.version()
+    }
 }
 
 /// A member znode as cached.

@@ -5,12 +5,13 @@
 //! cargo run --release --example bench [-- --quick] [-- --only NAME[,NAME]] [-- --json PATH]
 //! ```
 //!
-//! It starts its own ZooKeeper (and HTTP servers, and loopback TCP servers),
+//! It starts its own ZooKeeper (and HTTP servers, memcached servers, and
+//! loopback TCP servers),
 //! prints a markdown table (measurement, figure, reference, ratio, target,
 //! met) and writes the same rows as JSON (default `target/bench.json`).
 //! `--quick` uses small sizes and few rounds, for a smoke run. Measurements
 //! (for `--only`): `propagation`, `join`, `sessions`, `memory`, `ring`,
-//! `http`, `pool`.
+//! `http`, `http_faults`, `pool`, `memcache`.
 //!
 //! References:
 //! - the ZooKeeper floor: `zookeeper-client`'s own create -> child
@@ -20,10 +21,15 @@
 //! - a raw incremental watcher: the least any watcher on ZooKeeper's
 //!   one-shot child watches does per change (re-list, read the new member);
 //! - for the hot paths, the bare operation underneath (the MD5 of the key,
-//!   plain reqwest, a bare mutex-guarded idle list).
+//!   plain reqwest, a bare mutex-guarded idle list, the raw
+//!   `async-memcached` client driven the same way);
+//! - for faults, the same figure before the fault or without the faulty
+//!   server.
 
 mod http;
+mod http_faults;
 mod join;
+mod memcache;
 mod memory;
 mod pool;
 mod propagation;
@@ -37,21 +43,25 @@ use std::time::Instant;
 use support::{BoxError, Row};
 
 /// Every measurement, in the order they run.
-const MEASUREMENTS: [&str; 7] = [
+const MEASUREMENTS: [&str; 9] = [
     "propagation",
     "join",
     "sessions",
     "memory",
     "ring",
     "http",
+    "http_faults",
     "pool",
+    "memcache",
 ];
 
 /// The order they run in: the hot paths first.
-const RUN_ORDER: [&str; 7] = [
+const RUN_ORDER: [&str; 9] = [
     "ring",
     "http",
+    "http_faults",
     "pool",
+    "memcache",
     "propagation",
     "join",
     "sessions",
@@ -203,7 +213,18 @@ fn run() -> Result<(), BoxError> {
                     })
                     .await?
                 }
+                "http_faults" => {
+                    let quick = args.quick;
+                    tokio::task::spawn_blocking(move || {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?
+                            .block_on(http_faults::run(quick))
+                    })
+                    .await?
+                }
                 "pool" => pool::run(args.quick).await,
+                "memcache" => memcache::run(args.quick).await,
                 _ => Err(format!("unknown measurement {name}").into()),
             }
             .map_err(|e| format!("{name}: {e}"))?;

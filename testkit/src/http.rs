@@ -47,6 +47,10 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// connections, like a crashed server; [`start_again`](Self::start_again)
 /// brings it back on the same port. Dropping it stops it.
 ///
+/// [`set_hanging`](Self::set_hanging) makes it a server that accepts
+/// connections and reads requests but never answers them (a wedged
+/// process), to test timeouts and failure accrual.
+///
 /// ```
 /// use std::io::{Read, Write};
 ///
@@ -75,9 +79,11 @@ pub struct HttpServer {
     running: Option<Running>,
 }
 
-/// Request statistics shared by all threads of a server.
+/// Request statistics shared by all threads of a server, and its mode.
 #[derive(Debug, Default)]
 struct Stats {
+    /// Requests read from now on are never answered.
+    hanging: AtomicBool,
     /// Requests answered (or being answered).
     requests: AtomicU64,
     /// Connections accepted.
@@ -209,6 +215,38 @@ impl HttpServer {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Makes the server hang (`true`) or answer again (`false`).
+    ///
+    /// While hanging, it still accepts connections and reads (and counts)
+    /// requests, but answers none of them: each connection that receives
+    /// a request while hanging stays silent until the client closes it
+    /// (or the server stops), even once hanging is turned off. Requests
+    /// read after it is turned off are answered as usual. The mode
+    /// survives [`stop`](Self::stop) and [`start_again`](Self::start_again).
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    ///
+    /// let server = testkit::HttpServer::start("a")?;
+    /// server.set_hanging(true);
+    /// let mut stream = std::net::TcpStream::connect(server.addr())?;
+    /// stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    /// stream.write_all(b"GET / HTTP/1.1\r\n\r\n")?;
+    /// let mut buf = [0u8; 64];
+    /// assert!(stream.read(&mut buf).is_err(), "no answer, the connection open");
+    /// server.set_hanging(false); // new requests are answered again
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_hanging(&self, hanging: bool) {
+        self.stats.hanging.store(hanging, Ordering::SeqCst);
+    }
+
+    /// Whether the server hangs (see [`set_hanging`](Self::set_hanging)).
+    pub fn is_hanging(&self) -> bool {
+        self.stats.hanging.load(Ordering::SeqCst)
     }
 
     /// Resets the request and connection counters and forgets the recorded
@@ -459,6 +497,9 @@ fn serve_request(
     if body.capacity() > 1024 * 1024 && body.len() < 64 * 1024 {
         body.shrink_to(64 * 1024);
     }
+    if context.stats.hanging.load(Ordering::SeqCst) {
+        return Err(hang(reader));
+    }
 
     let payload: &[u8] = if is_echo {
         body
@@ -489,6 +530,19 @@ fn serve_request(
         let _ = writer.shutdown(Shutdown::Write);
     }
     Ok(head.keep_alive)
+}
+
+/// Never answers: reads and discards whatever else the client sends
+/// until it closes the connection (or stop shuts it down).
+fn hang(reader: &mut BufReader<TcpStream>) -> Close {
+    let mut sink = [0u8; 1024];
+    loop {
+        match reader.read(&mut sink) {
+            Ok(0) => return Close::Done,
+            Err(err) if err.kind() != io::ErrorKind::Interrupted => return Close::Done,
+            Ok(_) | Err(_) => {}
+        }
+    }
 }
 
 /// Reads header lines up to the empty line and extracts what the server

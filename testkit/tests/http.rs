@@ -238,3 +238,80 @@ fn names_with_control_characters_are_rejected() {
     let err = HttpServer::start("a\r\nX-Evil: 1").unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn hanging_reads_requests_but_never_answers_until_turned_off() {
+    let mut server = HttpServer::start("h").unwrap();
+    assert!(!server.is_hanging());
+    // A keep-alive connection opened while the server still answers.
+    let (mut before, mut before_reader) = connect(&server);
+    write!(before, "GET /before HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut before_reader).unwrap().body, b"h");
+
+    server.set_hanging(true);
+    assert!(server.is_hanging());
+    let silent = |stream: &TcpStream, reader: &mut BufReader<TcpStream>| {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let err = reader
+            .read(&mut buf)
+            .expect_err("an answer from a hanging server");
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{err}"
+        );
+    };
+    // Connections are accepted and requests read (and counted), on new
+    // connections and on the open keep-alive one, but not answered.
+    let (mut hung, mut hung_reader) = connect(&server);
+    write!(hung, "GET /hung HTTP/1.1\r\n\r\n").unwrap();
+    silent(&hung, &mut hung_reader);
+    write!(before, "POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").unwrap();
+    silent(&before, &mut before_reader);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.requests() < 3 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.requests(), 3);
+    assert_eq!(server.paths(), ["/before", "/hung", "/echo"]);
+
+    // Turned off: new requests are answered; the ones already read stay
+    // unanswered.
+    server.set_hanging(false);
+    let (mut after, mut after_reader) = connect(&server);
+    write!(after, "GET /after HTTP/1.1\r\n\r\n").unwrap();
+    let response = read_response(&mut after_reader).unwrap();
+    assert_eq!(response.body, b"h");
+    assert_eq!(response.header("x-server"), Some("h"));
+    silent(&hung, &mut hung_reader);
+
+    // A client closing its hung connection frees the server's thread;
+    // stop closes the others.
+    drop((hung, hung_reader));
+    server.stop();
+    let mut rest = Vec::new();
+    before
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let closed = match before_reader.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(err) => err.kind() == io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "stop closes hung connections: {rest:?}");
+
+    // The mode survives a restart.
+    server.set_hanging(true);
+    server.start_again().unwrap();
+    let (mut again, mut again_reader) = connect(&server);
+    write!(again, "GET /again HTTP/1.1\r\n\r\n").unwrap();
+    silent(&again, &mut again_reader);
+    server.set_hanging(false);
+    let (mut fresh, mut fresh_reader) = connect(&server);
+    write!(fresh, "GET /fresh HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut fresh_reader).unwrap().body, b"h");
+}

@@ -110,6 +110,10 @@ impl Source for FixedSet {
     fn changes(&self) -> Changes {
         self.publisher.subscribe()
     }
+
+    fn version(&self) -> u64 {
+        self.publisher.version()
+    }
 }
 
 /// Parses `HOST:PORT[:WEIGHT],...`.

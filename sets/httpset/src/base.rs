@@ -1,3 +1,15 @@
+//! What requests need of each snapshot, made once per snapshot: each
+//! endpoint's base URL and its failure-accrual tracker.
+//!
+//! Trackers follow endpoints, not snapshots: a new snapshot reuses the
+//! tracker of every endpoint the previous one had (so a dead endpoint stays
+//! dead across membership changes), makes new ones for endpoints that
+//! joined and retires those of endpoints that left. Requests read the
+//! current [`Endpoints`] with one atomic load, no lock; a lock is taken
+//! only to make the next one, once per snapshot.
+//!
+//! # Base URLs
+//!
 //! Request URLs without a string round trip: each endpoint's base URL
 //! (`scheme://host:port/`) is parsed once per snapshot, and a request's URL
 //! is its path joined onto that base.
@@ -19,34 +31,67 @@
 //!   authority and the path `/` (a host with `/`, `?`, `#`, ... in it), or
 //!   does not parse at all: the full parse reports the error as before.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use arc_swap::ArcSwapOption;
 
 use reqwest::Url;
-use serversets::Snapshot;
+use serversets::accrual::{Accrual, Tracker};
+use serversets::{Endpoint, Snapshot};
 
 use crate::Scheme;
 
-/// The base URLs of one snapshot's endpoints, by position in the snapshot.
-struct Bases {
-    /// The snapshot the bases were made from. Weak, so that the cache keeps
-    /// no endpoint alive; while it is held, the snapshot's allocation (the
+/// What requests need of one snapshot's endpoints, by position in the
+/// snapshot: base URLs and failure-accrual trackers.
+pub(crate) struct Endpoints {
+    /// The snapshot these are for. Weak, so that the cache keeps no
+    /// endpoint alive; while it is held, the snapshot's allocation (the
     /// address compared) cannot be reused by another snapshot.
     snapshot: Weak<Snapshot>,
     /// `Some` where a path may be joined onto the base.
     urls: Vec<Option<Url>>,
+    /// One per position; entries with the same endpoint share one.
+    trackers: Vec<Arc<Tracker>>,
+    /// Each endpoint's tracker, to hand on to the next snapshot's (the
+    /// snapshot itself may be gone by then).
+    by_endpoint: HashMap<Endpoint, Arc<Tracker>>,
 }
 
-impl Bases {
-    fn new(scheme: Scheme, snapshot: &Arc<Snapshot>) -> Self {
+impl Endpoints {
+    /// Base URLs for `snapshot`, and trackers: those of `previous` for
+    /// the endpoints it had, new ones from `accrual` for the others.
+    fn new(
+        scheme: Scheme,
+        snapshot: &Arc<Snapshot>,
+        accrual: &Accrual,
+        previous: Option<&Endpoints>,
+    ) -> Self {
         let urls = snapshot
             .iter()
             .map(|entry| base_url(scheme, &entry.endpoint))
             .collect();
-        Bases {
+        let mut by_endpoint: HashMap<Endpoint, Arc<Tracker>> =
+            HashMap::with_capacity(snapshot.len());
+        let trackers = snapshot
+            .iter()
+            .map(|entry| {
+                let endpoint = &entry.endpoint;
+                if let Some(tracker) = by_endpoint.get(endpoint) {
+                    return Arc::clone(tracker);
+                }
+                let tracker = previous
+                    .and_then(|p| p.by_endpoint.get(endpoint))
+                    .map_or_else(|| accrual.track(), Arc::clone);
+                by_endpoint.insert(endpoint.clone(), Arc::clone(&tracker));
+                tracker
+            })
+            .collect();
+        Endpoints {
             snapshot: Arc::downgrade(snapshot),
             urls,
+            trackers,
+            by_endpoint,
         }
     }
 
@@ -54,7 +99,18 @@ impl Bases {
         std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot))
     }
 
-    fn join(&self, index: usize, path: &str) -> Option<Url> {
+    /// The tracker of the endpoint at `index`.
+    pub(crate) fn tracker(&self, index: usize) -> Option<&Arc<Tracker>> {
+        self.trackers.get(index)
+    }
+
+    /// The URL of `path` at the endpoint at `index`, joined onto its base;
+    /// `None` if the caller must parse the whole URL string instead (see
+    /// the module's documentation).
+    pub(crate) fn url(&self, index: usize, path: &str) -> Option<Url> {
+        if !joinable(path) {
+            return None;
+        }
         let base = self.urls.get(index)?.as_ref()?;
         if plain_path(path) {
             // The same path parser as joining, minus the reference
@@ -98,43 +154,71 @@ fn plain_path(path: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b))
 }
 
-/// The base URLs of the snapshot seen last: one atomic load per request,
-/// no lock.
+/// The [`Endpoints`] of the snapshot seen last: one atomic load per
+/// request, no lock.
 #[derive(Default)]
-pub(crate) struct BaseCache {
-    bases: ArcSwapOption<Bases>,
+pub(crate) struct Cache {
+    current: ArcSwapOption<Endpoints>,
+    /// Taken to make the next [`Endpoints`]: one at a time, so that
+    /// trackers are handed on exactly once.
+    making: Mutex<()>,
 }
 
-impl BaseCache {
-    /// The URL of `path` at the endpoint at `index` of `snapshot`, joined
-    /// onto its base; `None` if the caller must parse the whole URL string
-    /// instead (see the module's documentation).
-    pub(crate) fn url(
+impl Cache {
+    /// The endpoints of `snapshot` if they are the current ones.
+    pub(crate) fn get(&self, snapshot: &Arc<Snapshot>) -> Option<Arc<Endpoints>> {
+        self.current
+            .load_full()
+            .filter(|endpoints| endpoints.is_for(snapshot))
+    }
+
+    /// The endpoints of the source's snapshot now (`current` reads it),
+    /// made if they are not yet: the snapshot is read under the lock, so
+    /// the cache only ever moves to newer snapshots. Trackers of endpoints
+    /// that left are retired.
+    pub(crate) fn refresh(
         &self,
         scheme: Scheme,
-        snapshot: &Arc<Snapshot>,
-        index: usize,
-        path: &str,
-    ) -> Option<Url> {
-        if !joinable(path) {
-            return None;
+        accrual: &Accrual,
+        current: impl FnOnce() -> Arc<Snapshot>,
+    ) -> (Arc<Snapshot>, Arc<Endpoints>) {
+        let _making = self.making.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = current();
+        let previous = self.current.load_full();
+        if let Some(endpoints) = previous.as_ref().filter(|e| e.is_for(&snapshot)) {
+            return (snapshot, Arc::clone(endpoints));
         }
-        if let Some(bases) = self.bases.load().as_ref().filter(|b| b.is_for(snapshot)) {
-            return bases.join(index, path);
+        let endpoints = Arc::new(Endpoints::new(
+            scheme,
+            &snapshot,
+            accrual,
+            previous.as_deref(),
+        ));
+        // Endpoints that left: they no longer count as live for the
+        // others, even while requests to them are still under way.
+        for (endpoint, tracker) in previous.iter().flat_map(|p| &p.by_endpoint) {
+            if !endpoints.by_endpoint.contains_key(endpoint) {
+                tracker.retire();
+            }
         }
-        // A new snapshot: parse its bases once. Requests racing here may
-        // each do it; the last one stays.
-        let bases = Arc::new(Bases::new(scheme, snapshot));
-        let url = bases.join(index, path);
-        self.bases.store(Some(bases));
-        url
+        self.current.store(Some(Arc::clone(&endpoints)));
+        (snapshot, endpoints)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serversets::accrual::FailureAccrual;
     use serversets::{Endpoint, Source};
+
+    /// The endpoints of `snapshot`, made by a cache of their own.
+    fn endpoints_of(scheme: Scheme, snapshot: &Arc<Snapshot>) -> Arc<Endpoints> {
+        let accrual = Accrual::new(FailureAccrual::new());
+        Cache::default()
+            .refresh(scheme, &accrual, || Arc::clone(snapshot))
+            .1
+    }
 
     fn full(scheme: Scheme, endpoint: &Endpoint, path: &str) -> Result<Url, String> {
         Url::parse(&format!("{}://{endpoint}{path}", scheme.as_str())).map_err(|e| e.to_string())
@@ -149,10 +233,10 @@ mod tests {
         let (mut joined, mut fallback) = (0, 0);
         for scheme in [Scheme::Http, Scheme::Https] {
             let snapshot = snapshot(endpoints);
-            let cache = BaseCache::default();
+            let cache = endpoints_of(scheme, &snapshot);
             for (index, entry) in snapshot.iter().enumerate() {
                 for path in paths {
-                    match cache.url(scheme, &snapshot, index, path) {
+                    match cache.url(index, path) {
                         Some(url) => {
                             joined += 1;
                             let want = full(scheme, &entry.endpoint, path);
@@ -275,9 +359,9 @@ mod tests {
         // Where a base is used at all, the result is the full parse's.
         check(&odd, &tricky_paths());
         let snapshot = snapshot(&odd[..3]);
-        let cache = BaseCache::default();
+        let cache = endpoints_of(Scheme::Http, &snapshot);
         for index in 0..3 {
-            assert_eq!(cache.url(Scheme::Http, &snapshot, index, "/x"), None);
+            assert_eq!(cache.url(index, "/x"), None);
         }
     }
 
@@ -292,18 +376,70 @@ mod tests {
     }
 
     #[test]
-    fn follows_the_snapshot() {
-        let cache = BaseCache::default();
-        let one = snapshot(&[Endpoint::new("10.0.0.1", 80)]);
-        let two = snapshot(&[Endpoint::new("10.0.0.2", 81)]);
-        let url = |s: &Arc<Snapshot>| cache.url(Scheme::Http, s, 0, "/p").map(String::from);
-        assert_eq!(url(&one).as_deref(), Some("http://10.0.0.1/p"));
-        assert_eq!(url(&two).as_deref(), Some("http://10.0.0.2:81/p"));
-        assert_eq!(url(&one).as_deref(), Some("http://10.0.0.1/p"));
-        assert_eq!(
-            cache.url(Scheme::Http, &one, 1, "/p"),
-            None,
-            "no such index"
+    fn follows_the_snapshot_and_hands_trackers_on() {
+        let accrual = Accrual::new(FailureAccrual::new());
+        let cache = Cache::default();
+        let (a, b, c) = (
+            Endpoint::new("10.0.0.1", 80),
+            Endpoint::new("10.0.0.2", 81),
+            Endpoint::new("10.0.0.3", 82),
         );
+        let one = snapshot(&[a.clone(), b.clone()]);
+        let two = snapshot(&[b.clone(), c.clone()]);
+        assert!(cache.get(&one).is_none(), "nothing made yet");
+        let (got, first) = cache.refresh(Scheme::Http, &accrual, || Arc::clone(&one));
+        assert!(Arc::ptr_eq(&got, &one));
+        assert!(cache.get(&one).is_some_and(|e| Arc::ptr_eq(&e, &first)));
+        assert!(cache.get(&two).is_none());
+        assert_eq!(
+            first.url(0, "/p").map(String::from).as_deref(),
+            Some("http://10.0.0.1/p")
+        );
+        assert_eq!(first.url(2, "/p"), None, "no such index");
+        assert_eq!(accrual.stats().tracked, 2);
+
+        // A new snapshot, read under the lock whatever the caller saw.
+        let (got, second) = cache.refresh(Scheme::Http, &accrual, || Arc::clone(&two));
+        assert!(Arc::ptr_eq(&got, &two));
+        assert!(cache.get(&one).is_none());
+        assert_eq!(
+            second.url(0, "/p").map(String::from).as_deref(),
+            Some("http://10.0.0.2:81/p")
+        );
+        // b keeps its tracker, c gets a new one, a's is retired.
+        let tracker = |e: &Endpoints, i: usize| Arc::clone(e.tracker(i).expect("tracker"));
+        assert!(Arc::ptr_eq(&tracker(&first, 1), &tracker(&second, 0)));
+        assert!(!Arc::ptr_eq(&tracker(&first, 0), &tracker(&second, 1)));
+        assert_eq!(accrual.stats().tracked, 2, "a retired, c tracked");
+        drop(first);
+        assert_eq!(accrual.stats().tracked, 2);
+
+        // Even once the snapshot it came from is gone.
+        drop(one);
+        let three = snapshot(&[a.clone(), c.clone()]);
+        let (_, third) = cache.refresh(Scheme::Http, &accrual, || Arc::clone(&three));
+        assert_eq!(three.entries()[1].endpoint, c, "snapshot order");
+        assert!(Arc::ptr_eq(&tracker(&second, 1), &tracker(&third, 1)));
+        drop(second);
+        assert_eq!(accrual.stats().tracked, 2, "b retired, a tracked anew");
+
+        // The same endpoint twice (two members of one server): one tracker.
+        let publisher = serversets::Publisher::new();
+        let member = Arc::new(serversets::Member::new(a.clone()));
+        publisher.replace(vec![
+            Arc::new(serversets::Entry::new(
+                "member_1",
+                a.clone(),
+                1.0,
+                Arc::clone(&member),
+            )),
+            Arc::new(serversets::Entry::new("member_2", a.clone(), 1.0, member)),
+        ]);
+        let twice = publisher.current();
+        let (_, fourth) = cache.refresh(Scheme::Http, &accrual, || Arc::clone(&twice));
+        assert!(Arc::ptr_eq(&tracker(&fourth, 0), &tracker(&fourth, 1)));
+        assert!(Arc::ptr_eq(&tracker(&third, 0), &tracker(&fourth, 0)));
+        drop(third);
+        assert_eq!(accrual.stats().tracked, 1);
     }
 }

@@ -20,8 +20,20 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// reqwest's error: a failure after connecting, or the last connect
-    /// failure once every attempt was used.
+    /// The attempt got no response within the set's attempt timeout (see
+    /// [`HttpSetBuilder::attempt_timeout`](crate::HttpSetBuilder::attempt_timeout);
+    /// a timeout set on the request itself is reqwest's, an
+    /// [`Error::Http`]). Not retried.
+    #[error("request to {endpoint} timed out: no response within {timeout:?}")]
+    Timeout {
+        /// The endpoint the attempt went to.
+        endpoint: String,
+        /// The attempt timeout.
+        timeout: std::time::Duration,
+    },
+    /// reqwest's error: a failure after connecting (a timeout included),
+    /// or the last connect failure once no retry was left (every attempt
+    /// used, no other live endpoint, or the retry budget spent).
     #[error("request to {endpoint} failed: {source}")]
     Http {
         /// The endpoint the last attempt went to.
@@ -30,4 +42,17 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+}
+
+impl Error {
+    /// Whether the request timed out: the set's attempt timeout
+    /// ([`Error::Timeout`]) or reqwest's (a timeout set on the request, or
+    /// the connect timeout once no retry was left).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Timeout { .. } => true,
+            Error::Http { source, .. } => source.is_timeout(),
+            Error::NoEndpoints { .. } | Error::InvalidRequest { .. } => false,
+        }
+    }
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Body, Method, Response};
 use serversets::{Endpoint, Entry, Snapshot};
+use tower::retry::budget::Budget;
 use tracing::debug;
 
-use crate::{Error, HttpSet};
+use crate::base::Endpoints;
+use crate::{deadline, outcome, Error, HttpSet};
 
 /// One step of building the request, applied once the URL is known.
 type Step = Box<dyn FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send>;
@@ -136,13 +138,25 @@ impl RequestBuilder {
         self
     }
 
-    /// Sends the request to the next endpoint; if it cannot connect, to
-    /// the one after, up to the set's attempt limit. Retried: failures to
+    /// Sends the request to the next endpoint in rotation, skipping
+    /// endpoints that failure accrual marked dead (if all are, to the next
+    /// one anyway); if it cannot connect, to another endpoint, up to the
+    /// set's attempt limit and as its retry budget allows.
+    ///
+    /// Retried, on an endpoint neither dead nor tried yet: failures to
     /// connect, and for idempotent methods (GET, HEAD, PUT, DELETE,
     /// OPTIONS, TRACE) a connection that broke before any response (an
     /// endpoint that went away with a pooled connection open). Never
     /// retried: timeouts, responses of any status, and bodies that cannot
     /// be replayed.
+    ///
+    /// Each attempt has the set's attempt timeout unless the request sets
+    /// its own [`timeout`](Self::timeout) (an attempt timeout is
+    /// [`Error::Timeout`], the request's own is reqwest's). Failures to
+    /// connect, timeouts and broken connections, before the response or
+    /// while reading its body, count against the endpoint; a response that
+    /// is read to its end or dropped counts for it. Dropping this future
+    /// reports nothing.
     pub async fn send(self) -> Result<Response, Error> {
         let RequestBuilder {
             set,
@@ -155,20 +169,24 @@ impl RequestBuilder {
         if let Some(reason) = error {
             return Err(invalid(path, reason));
         }
-        let snapshot = set.endpoints();
-        let Some((index, first)) = set.next_turn(&snapshot) else {
+        let (snapshot, endpoints) = set.view();
+        let Some((index, permit)) = set.pick(&snapshot, &endpoints) else {
             return Err(Error::NoEndpoints { method, path });
         };
+        let Some(first) = snapshot.entries().get(index) else {
+            // Not reached: `index` is a position in `snapshot`.
+            return Err(Error::NoEndpoints { method, path });
+        };
+        set.inner.budget.deposit();
         let attempts = set.inner.max_attempts.min(snapshot.len()).max(1);
         // The request is built and handed to reqwest in a block, so that
         // the future does not keep room for it while waiting.
-        let (pending, spare) = {
-            let builder = steps
-                .into_iter()
-                .fold(start(&set, &snapshot, index, &method, &path), |r, step| {
-                    step(r)
-                });
-            let request = match builder.build() {
+        let (pending, spare, mut deadline) = {
+            let builder = steps.into_iter().fold(
+                start(&set, &snapshot, &endpoints, index, &method, &path),
+                |r, step| step(r),
+            );
+            let mut request = match builder.build() {
                 Ok(request) => request,
                 Err(e) => return Err(invalid(path, e.to_string())),
             };
@@ -179,12 +197,21 @@ impl RequestBuilder {
             } else {
                 None
             };
-            (set.inner.client.execute(request), spare)
+            let deadline = set.deadline(&mut request);
+            (set.inner.client.execute(request), spare, deadline)
         };
-        let failed = match pending.await {
-            Ok(response) => return Ok(response),
-            Err(e) => e,
+        let failed = match deadline::within(pending, deadline.as_mut()).await {
+            Ok(Ok(response)) => return Ok(outcome::answered(response, permit, deadline)),
+            Ok(Err(e)) => e,
+            Err(()) => {
+                outcome::timed_out(permit);
+                return Err(Error::Timeout {
+                    endpoint: first.endpoint.to_string(),
+                    timeout: set.inner.attempt_timeout,
+                });
+            }
         };
+        outcome::failed(permit, &failed);
         match spare {
             Some(spare) if retryable(&method, &failed) => {
                 // Boxed: its state is only allocated when retrying.
@@ -192,6 +219,7 @@ impl RequestBuilder {
                 let retry = Retry {
                     set: &set,
                     snapshot: &snapshot,
+                    endpoints: &endpoints,
                     index,
                     method,
                     path,
@@ -218,6 +246,8 @@ struct Retry<'a> {
     set: &'a HttpSet,
     /// The snapshot of the first attempt, with the first endpoint at `index`.
     snapshot: &'a Arc<Snapshot>,
+    /// What requests need of that snapshot.
+    endpoints: &'a Endpoints,
     index: usize,
     method: Method,
     path: String,
@@ -228,7 +258,9 @@ struct Retry<'a> {
 
 impl Retry<'_> {
     /// Attempts 2 to `attempts`, each on the next endpoint of the set as it
-    /// is then, after `failed` on `endpoint`; `spare` rebuilds the request.
+    /// is then that is neither dead nor tried yet, after `failed` on
+    /// `endpoint`, each withdrawn from the retry budget; `spare` rebuilds
+    /// the request.
     async fn run(
         self,
         mut endpoint: Arc<Entry>,
@@ -238,61 +270,95 @@ impl Retry<'_> {
         let Retry {
             set,
             snapshot,
+            endpoints,
             index,
             method,
             path,
             opaque,
             attempts,
         } = self;
+        let mut tried = Vec::with_capacity(attempts);
+        tried.push(Arc::clone(&endpoint));
         for attempt in 2..=attempts {
-            let Some(other) = set.next_entry(&set.endpoints()) else {
-                return Err(Error::NoEndpoints { method, path });
+            let (now, now_endpoints) = set.view();
+            let Some((other, permit)) = set.pick_other(&now, &now_endpoints, &tried) else {
+                debug!(endpoint = %endpoint.endpoint, error = %failed, "no other live endpoint to retry on");
+                break;
             };
+            let Some(other) = now.entries().get(other).map(Arc::clone) else {
+                break;
+            };
+            if !set.inner.budget.withdraw() {
+                debug!(endpoint = %endpoint.endpoint, error = %failed, "retry budget exhausted: not retrying");
+                break;
+            }
+            set.take_turn();
             debug!(endpoint = %endpoint.endpoint, error = %failed, next = %other.endpoint, "connect failed; trying the next endpoint");
-            let mut request = match spare.into_request(set, snapshot, index, &method, &path) {
-                Ok(request) => request,
-                Err(e) => return Err(invalid(path, e.to_string())),
-            };
+            let mut request =
+                match spare.into_request(set, snapshot, endpoints, index, &method, &path) {
+                    Ok(request) => request,
+                    Err(e) => return Err(invalid(path, e.to_string())),
+                };
             if let Err(reason) = point_at(request.url_mut(), &other.endpoint) {
                 return Err(invalid(path, reason));
             }
+            tried.push(Arc::clone(&other));
             endpoint = other;
             let next = if attempt == attempts {
                 None
             } else {
                 Spare::of(&request, opaque)
             };
-            match (set.inner.client.execute(request).await, next) {
-                (Ok(response), _) => return Ok(response),
-                (Err(e), Some(next)) if retryable(&method, &e) => {
-                    failed = e;
-                    spare = next;
+            let mut deadline = set.deadline(&mut request);
+            let pending = set.inner.client.execute(request);
+            match (deadline::within(pending, deadline.as_mut()).await, next) {
+                (Ok(Ok(response)), _) => {
+                    return Ok(outcome::answered(response, Some(permit), deadline))
                 }
-                (Err(e), _) => {
-                    return Err(Error::Http {
+                (Err(()), _) => {
+                    outcome::timed_out(Some(permit));
+                    return Err(Error::Timeout {
                         endpoint: endpoint.endpoint.to_string(),
-                        source: e,
-                    })
+                        timeout: set.inner.attempt_timeout,
+                    });
+                }
+                (Ok(Err(e)), next) => {
+                    outcome::failed(Some(permit), &e);
+                    match next {
+                        Some(next) if retryable(&method, &e) => {
+                            failed = e;
+                            spare = next;
+                        }
+                        _ => {
+                            return Err(Error::Http {
+                                endpoint: endpoint.endpoint.to_string(),
+                                source: e,
+                            })
+                        }
+                    }
                 }
             }
         }
-        // Not reached: the last attempt keeps no spare, so it returns above.
-        Err(Error::NoEndpoints { method, path })
+        Err(Error::Http {
+            endpoint: endpoint.endpoint.to_string(),
+            source: failed,
+        })
     }
 }
 
 /// reqwest's builder for `path` at the entry at `index` of `snapshot`:
-/// the URL joined onto the endpoint's cached base URL, or else parsed from
-/// `scheme://endpoint/path` (see `base.rs`).
+/// the URL joined onto the endpoint's base URL in `endpoints`, or else
+/// parsed from `scheme://endpoint/path` (see `base.rs`).
 fn start(
     set: &HttpSet,
-    snapshot: &Arc<Snapshot>,
+    snapshot: &Snapshot,
+    endpoints: &Endpoints,
     index: usize,
     method: &Method,
     path: &str,
 ) -> reqwest::RequestBuilder {
     let inner = &set.inner;
-    let joined = inner.bases.url(inner.scheme, snapshot, index, path);
+    let joined = endpoints.url(index, path);
     match (joined, snapshot.entries().get(index)) {
         (Some(url), _) => inner.client.request(method.clone(), url),
         (None, Some(entry)) => inner.client.request(
@@ -337,17 +403,18 @@ impl Spare {
     fn into_request(
         self,
         set: &HttpSet,
-        snapshot: &Arc<Snapshot>,
+        snapshot: &Snapshot,
+        endpoints: &Endpoints,
         index: usize,
         method: &Method,
         path: &str,
     ) -> Result<reqwest::Request, reqwest::Error> {
         let (headers, timeout) = match self {
             Spare::Request(request) => return Ok(*request),
-            Spare::Rebuild => return start(set, snapshot, index, method, path).build(),
+            Spare::Rebuild => return start(set, snapshot, endpoints, index, method, path).build(),
             Spare::Parts(parts) => *parts,
         };
-        let mut request = start(set, snapshot, index, method, path).build()?;
+        let mut request = start(set, snapshot, endpoints, index, method, path).build()?;
         *request.headers_mut() = headers;
         *request.timeout_mut() = timeout;
         Ok(request)
@@ -411,7 +478,7 @@ mod tests {
             Endpoint::new("127.0.0.1", 8080),
             Endpoint::new("example.com", 80),
         ]));
-        let snapshot = set.endpoints();
+        let (snapshot, endpoints) = set.view();
         let other = Endpoint::new("::1", 9000);
         for n in 0.. {
             for index in 0..snapshot.len() {
@@ -423,9 +490,10 @@ mod tests {
                 let first = builder
                     .steps
                     .into_iter()
-                    .fold(start(&set, &snapshot, index, &method, &path), |r, step| {
-                        step(r)
-                    })
+                    .fold(
+                        start(&set, &snapshot, &endpoints, index, &method, &path),
+                        |r, step| step(r),
+                    )
                     .build()
                     .expect("build");
                 let spare = Spare::of(&first, opaque).expect("spare");
@@ -438,7 +506,7 @@ mod tests {
                 let mut want = first.try_clone().expect("copy");
                 point_at(want.url_mut(), &other).expect("point");
                 let mut rebuilt = spare
-                    .into_request(&set, &snapshot, index, &method, &path)
+                    .into_request(&set, &snapshot, &endpoints, index, &method, &path)
                     .expect("rebuild");
                 point_at(rebuilt.url_mut(), &other).expect("point");
                 assert_eq!(rebuilt.method(), want.method(), "{path}");

@@ -105,14 +105,14 @@ impl McSetBuilder {
         self
     }
 
-    /// Connections per server at most (default 32); each carries one
+    /// Connections per server at most (default 64); each carries one
     /// request at a time.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.settings.limits.max_connections = connections.max(1);
         self
     }
 
-    /// Idle connections kept per server (default 32).
+    /// Idle connections kept per server (default 64).
     pub fn max_idle(mut self, connections: usize) -> Self {
         self.settings.limits.max_idle = connections;
         self
@@ -213,8 +213,8 @@ impl McSet {
                 limits: Limits {
                     timeout: Duration::from_secs(1),
                     connect_timeout: Duration::from_secs(1),
-                    max_connections: 32,
-                    max_idle: 32,
+                    max_connections: 64,
+                    max_idle: 64,
                 },
                 identifier: Identifier::HostPort,
                 compatibility: Compatibility::default(),
@@ -232,6 +232,37 @@ impl McSet {
         if !self.is_stale(&state) {
             return state;
         }
+        self.rebuild(state)
+    }
+
+    /// The server `key` goes to now: the request path (no reference to the
+    /// state is taken, only to the server).
+    fn server_of(&self, key: &str) -> Result<Arc<Server>, Error> {
+        let inner = &*self.inner;
+        let guard = inner.state.load();
+        let pick = |state: &State| {
+            let index = state
+                .ring
+                .pick_index(key.as_bytes())
+                .ok_or(Error::NoServers)?;
+            state
+                .servers
+                .get(index)
+                .map(Arc::clone)
+                .ok_or(Error::NoServers)
+        };
+        if !self.is_stale(&guard) {
+            return pick(&guard);
+        }
+        let state = self.rebuild(arc_swap::Guard::into_inner(guard));
+        pick(&state)
+    }
+
+    /// Rebuilds a stale state, unless another call is at it (then the
+    /// stale one is used meanwhile).
+    #[cold]
+    fn rebuild(&self, state: Arc<State>) -> Arc<State> {
+        let inner = &*self.inner;
         let Ok(_guard) = inner.rebuilding.try_lock() else {
             return state; // another call is rebuilding; use the last ring
         };
@@ -256,7 +287,7 @@ impl McSet {
 
     fn is_stale(&self, state: &State) -> bool {
         let inner = &*self.inner;
-        if inner.source.current().version() != state.version {
+        if inner.source.version() != state.version {
             return true;
         }
         if !inner.settings.eject {
@@ -451,14 +482,7 @@ impl McSet {
     /// Runs one keyed command on the key's server.
     async fn keyed(&self, key: &str, command: Command<'_>) -> Result<(Arc<Server>, Reply), Error> {
         check_key(key)?;
-        let server = {
-            let state = self.state();
-            let index = state
-                .ring
-                .pick_index(key.as_bytes())
-                .ok_or(Error::NoServers)?;
-            Arc::clone(state.servers.get(index).ok_or(Error::NoServers)?)
-        };
+        let server = self.server_of(key)?;
         let reply = server
             .call(&command, self.inner.settings.limits.timeout)
             .await?;

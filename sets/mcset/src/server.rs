@@ -1,17 +1,30 @@
 //! One memcached server: its connections, its failure accrual, and one
 //! command run on it within a deadline.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_memcached::Client;
 use poolset::{Connector, PoolSet};
 use serversets::accrual::{Accrual, Permit, Tracker};
 use serversets::Endpoint;
+use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::command::{self, Command, Fault, Reply};
 use crate::error::Error;
+
+/// A pooled memcached connection and the timer that bounds its requests.
+///
+/// The timer is made once per connection and moved forward for each
+/// request: moving a registered tokio timer later is one atomic store,
+/// where a new timer per request costs a lock and a kernel timer.
+pub(crate) struct Conn {
+    client: Client,
+    deadline: Pin<Box<Sleep>>,
+}
 
 /// Opens `async-memcached` connections (TCP, `TCP_NODELAY`). A client that
 /// an incomplete request closed (error, timeout, cancellation) is broken:
@@ -20,17 +33,24 @@ use crate::error::Error;
 pub(crate) struct MemcacheConnector;
 
 impl Connector for MemcacheConnector {
-    type Connection = Client;
+    type Connection = Conn;
     type Error = async_memcached::Error;
 
-    async fn connect(&self, endpoint: &Endpoint) -> Result<Client, async_memcached::Error> {
-        Client::new(format!("tcp://{endpoint}")).await
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, async_memcached::Error> {
+        let client = Client::new(format!("tcp://{endpoint}")).await?;
+        Ok(Conn {
+            client,
+            deadline: Box::pin(tokio::time::sleep(IDLE_DEADLINE)),
+        })
     }
 
-    fn is_broken(&self, conn: &Client) -> bool {
-        conn.is_closed()
+    fn is_broken(&self, conn: &Conn) -> bool {
+        conn.client.is_closed()
     }
 }
+
+/// Where a connection's timer rests between requests (never reached).
+const IDLE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// A server in the ring: where it is, its connection pool and its failure
 /// accrual. Kept across ring rebuilds while the server stays in the set.
@@ -77,26 +97,47 @@ impl Server {
         command: &Command<'_>,
         timeout: Duration,
     ) -> Result<Reply, Error> {
-        let permit = match self.tracker.admit() {
-            Ok(permit) if permit.is_probe() => {
-                // No caller's request is spent on probing a dead server.
-                self.probe(permit, timeout);
-                return Err(Error::Dead {
-                    server: self.endpoint.clone(),
-                    retry_in: Duration::ZERO,
-                });
-            }
-            Ok(permit) => permit,
-            Err(dead) => {
-                return Err(Error::Dead {
-                    server: self.endpoint.clone(),
-                    retry_in: dead.until.saturating_duration_since(Instant::now()),
-                })
-            }
-        };
+        if self.tracker.is_dead() {
+            // No caller's request is spent on probing a dead server: once
+            // its backoff is over, a probe runs in the background.
+            let retry_in = match self.tracker.admit() {
+                Ok(permit) => {
+                    self.probe(permit, timeout);
+                    Duration::ZERO
+                }
+                Err(dead) => dead.until.saturating_duration_since(Instant::now()),
+            };
+            return Err(Error::Dead {
+                server: self.endpoint.clone(),
+                retry_in,
+            });
+        }
+        // Live: outcomes go straight to the tracker (no permit to carry).
+        let tracker = &*self.tracker;
+        let deadline = tokio::time::Instant::now() + timeout;
         let attempt = async {
-            let mut conn = self.pool.checkout().await.map_err(Err)?;
-            match command::run(&mut conn, command).await {
+            // An idle connection is handed out without waiting; only a
+            // checkout that has to wait (or connect) gets a timer of its own.
+            let checkout = self.pool.checkout();
+            tokio::pin!(checkout);
+            let mut conn = match futures::poll!(checkout.as_mut()) {
+                Poll::Ready(conn) => conn.map_err(|e| Err(Some(e)))?,
+                Poll::Pending => tokio::time::timeout_at(deadline, checkout)
+                    .await
+                    .map_err(|_| Err(None))?
+                    .map_err(|e| Err(Some(e)))?,
+            };
+            let Conn {
+                client,
+                deadline: timer,
+            } = &mut *conn;
+            timer.as_mut().reset(deadline);
+            let outcome = tokio::select! {
+                biased;
+                outcome = command::run(client, command) => outcome,
+                () = timer.as_mut() => return Err(Err(None)),
+            };
+            match outcome {
                 Ok(reply) => Ok(reply),
                 Err(fault) => {
                     if matches!(fault, Fault::Mismatch { .. } | Fault::Unexpected(_)) {
@@ -107,16 +148,16 @@ impl Server {
                 }
             }
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(reply)) => {
-                permit.success();
+        match attempt.await {
+            Ok(reply) => {
+                tracker.success();
                 Ok(reply)
             }
-            Ok(Err(Ok(fault))) => {
+            Err(Ok(fault)) => {
                 let dead = if fault.counts_against_server() {
-                    permit.failure()
+                    tracker.failure()
                 } else {
-                    permit.success();
+                    tracker.success();
                     false
                 };
                 if dead || fault.is_io() {
@@ -127,8 +168,8 @@ impl Server {
                 debug!(server = %self.endpoint, ?fault, "memcache call failed");
                 Err(self.error(fault))
             }
-            Ok(Err(Err(pool))) => {
-                if permit.failure() {
+            Err(Err(Some(pool))) => {
+                if tracker.failure() {
                     self.pool.clear_idle();
                 }
                 Err(Error::Connect {
@@ -136,8 +177,8 @@ impl Server {
                     source: pool,
                 })
             }
-            Err(_) => {
-                if permit.failure() {
+            Err(Err(None)) => {
+                if tracker.failure() {
                     self.pool.clear_idle();
                 }
                 Err(Error::Timeout {
@@ -163,7 +204,7 @@ impl Server {
             server.pool.clear_idle();
             let probe = async {
                 let mut conn = server.pool.checkout().await.ok()?;
-                conn.version().await.ok()
+                conn.client.version().await.ok()
             };
             match tokio::time::timeout(timeout, probe).await {
                 Ok(Some(version)) => {

@@ -514,3 +514,62 @@ async fn thirty_servers_add_no_threads() {
     }
     assert_eq!(threads(), before, "threads were started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_server_fails_within_the_deadline_and_recovers() {
+    let servers = start(3);
+    let proxy = testkit::Proxy::start(servers[0].addr()).expect("proxy");
+    let behind: Endpoint = proxy.endpoint().parse().expect("endpoint");
+    let set =
+        FixedSet::from_endpoints([behind.clone(), endpoint(&servers[1]), endpoint(&servers[2])]);
+    let timeout = Duration::from_millis(300);
+    let cache = McSet::builder(set).timeout(timeout).build();
+    let keys = seed(&cache, 2000, "partition").await;
+    let theirs: Vec<String> = keys
+        .iter()
+        .filter(|k| cache.server_for(k).as_ref() == Some(&behind))
+        .cloned()
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let load = tokio::spawn(load(
+        cache.clone(),
+        Arc::new(keys.clone()),
+        16,
+        stop.clone(),
+        tally.clone(),
+        false,
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Requests and replies are black-holed: lost, not delayed.
+    proxy.partition();
+    wait_until("the partitioned server to be marked dead", async || {
+        cache.accrual_stats().ejections >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.heal();
+    wait_until(
+        "the partitioned server's keys to succeed again",
+        async || {
+            let (ok, wrong) = round(&cache, &theirs[..100], false).await;
+            assert_eq!(wrong, 0);
+            ok >= 99
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load");
+    assert_eq!(
+        tally.wrong.load(Ordering::Relaxed),
+        0,
+        "wrong values returned"
+    );
+    let slowest = Duration::from_micros(tally.slowest_error.load(Ordering::Relaxed));
+    assert!(
+        slowest <= timeout + Duration::from_millis(500),
+        "an error took {slowest:?}, beyond the deadline"
+    );
+    let (ok, wrong) = round(&cache, &keys, false).await;
+    assert_eq!((ok, wrong), (keys.len(), 0));
+}

@@ -81,11 +81,27 @@ fn pylibmc_placement(
         .iter()
         .map(|_| Memcached::start().unwrap())
         .collect();
+    placement_on(python, &servers, weights, None, keys)
+}
+
+/// Has pylibmc store the keys on `servers` (one of them, `dead`, stopped:
+/// then pylibmc ejects it, as `remove_failed` does) and returns the
+/// endpoints and each key's server index.
+fn placement_on(
+    python: &str,
+    servers: &[Memcached],
+    weights: &[u32],
+    dead: Option<usize>,
+    keys: &[String],
+) -> (Vec<Endpoint>, Vec<usize>) {
     let endpoints: Vec<Endpoint> = servers.iter().map(|s| Endpoint::from(s.addr())).collect();
 
     let mut input = String::new();
-    for (weight, server) in weights.iter().zip(&servers) {
+    for (weight, server) in weights.iter().zip(servers) {
         input.push_str(&format!("server {weight} {}\n", server.endpoint()));
+    }
+    if let Some(dead) = dead {
+        input.push_str(&format!("dead {dead}\n"));
     }
     for key in keys {
         input.push_str(&format!("key {key}\n"));
@@ -129,6 +145,9 @@ fn pylibmc_placement(
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mut held = vec![Vec::new(); keys.len()];
     for (index, server) in servers.iter().enumerate() {
+        if Some(index) == dead {
+            continue;
+        }
         let present: HashSet<String> = server
             .keys_present(&key_refs)
             .unwrap()
@@ -221,4 +240,53 @@ fn twenty_five_servers_show_libmemcached_float_rounding() {
         wrong > 0,
         "expected the f64 ring to differ from libmemcached's"
     );
+}
+
+/// A server down: pylibmc with `remove_failed` ejects it, and our client
+/// with `eject_failed_hosts` does too; both then place every key on the
+/// same server, the ring built without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejecting_a_dead_server_agrees_with_pylibmc_remove_failed() {
+    let Some(python) = python() else { return };
+    let weights = [1, 1, 1, 1];
+    let mut servers: Vec<Memcached> = weights
+        .iter()
+        .map(|_| Memcached::start().unwrap())
+        .collect();
+    let all: Vec<Endpoint> = servers.iter().map(|s| Endpoint::from(s.addr())).collect();
+    servers[2].stop();
+    let keys = keys(0x0dea_d5e7_0bad_cafe);
+    let (endpoints, placement) = {
+        let (servers, keys) = (&servers, &keys);
+        tokio::task::block_in_place(|| placement_on(python, servers, &weights, Some(2), keys))
+    };
+    assert_eq!(endpoints, all);
+    assert!(placement.iter().all(|&i| i != 2));
+
+    let cache = mcset::McSet::builder(fixedset::FixedSet::from_endpoints(all.clone()))
+        .compatibility(Compatibility::Libmemcached)
+        .eject_failed_hosts(true)
+        .timeout(std::time::Duration::from_millis(500))
+        .build();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cache.servers().contains(&all[2]) {
+        assert!(std::time::Instant::now() < deadline, "never ejected");
+        for key in keys.iter().take(50) {
+            let _ = cache.get(key).await;
+        }
+    }
+    let without = ring(
+        &[all[0].clone(), all[1].clone(), all[3].clone()],
+        &[1, 1, 1],
+        Compatibility::Libmemcached,
+    );
+    for (key, &index) in keys.iter().zip(&placement) {
+        let ours = cache.server_for(key).expect("a server");
+        assert_eq!(ours, all[index], "{key:?}: ours and pylibmc's differ");
+        assert_eq!(
+            Some(&ours),
+            without.pick(key.as_bytes()).map(|n| &n.endpoint),
+            "{key:?}: not the ring built without the dead server"
+        );
+    }
 }

@@ -4,10 +4,14 @@
 Reads from stdin:
 
     server WEIGHT HOST:PORT      one line per memcached server, in order
+    dead INDEX                   optional: that server (0-based) is down
     key KEY                      one line per key (no whitespace in keys)
 
 Stores every key through one pylibmc client with the behavior
-{"ketama_weighted": True}, then asks each server on its own (a one-server
+{"ketama_weighted": True} (and, when a server is down, libmemcached's
+failure ejection: "remove_failed" and "failure_limit" 1, a long
+"dead_timeout", so the down server leaves the continuum at its first
+failure; keys are stored a second time once it has), then asks each server on its own (a one-server
 client) which of the keys it holds, and prints:
 
     # pylibmc VERSION libmemcached VERSION
@@ -30,7 +34,7 @@ def spec(host, port, weight):
 
 
 def parse(lines):
-    servers, keys = [], []
+    servers, keys, dead = [], [], set()
     for number, line in enumerate(lines, 1):
         line = line.rstrip("\r\n")
         if not line.strip():
@@ -42,30 +46,41 @@ def parse(lines):
             servers.append((host.strip("[]"), int(port), int(weight)))
         elif kind == "key":
             keys.append(rest)
+        elif kind == "dead":
+            dead.add(int(rest))
         else:
-            sys.exit("line %d: expected 'server WEIGHT HOST:PORT' or 'key KEY'" % number)
-    return servers, keys
+            sys.exit("line %d: expected 'server WEIGHT HOST:PORT', 'dead INDEX' or 'key KEY'" % number)
+    return servers, keys, dead
 
 
 def main():
-    servers, keys = parse(sys.stdin)
+    servers, keys, dead = parse(sys.stdin)
     if not servers:
         sys.exit("no servers given")
     specs = [spec(*s) for s in servers]
 
-    singles = [pylibmc.Client([s]) for s in specs]
-    for single in singles:
+    singles = [(i, pylibmc.Client([s])) for i, s in enumerate(specs) if i not in dead]
+    for _, single in singles:
         single.flush_all()
 
-    ring = pylibmc.Client(specs, behaviors={"ketama_weighted": True})
+    behaviors = {"ketama_weighted": True}
+    if dead:
+        behaviors.update(remove_failed=1, failure_limit=1, dead_timeout=3600)
+    ring = pylibmc.Client(specs, behaviors=behaviors)
     if not ring.behaviors.get("ketama_weighted"):
         sys.exit("pylibmc did not enable ketama_weighted")
+    if dead:
+        for key in keys:
+            try:
+                ring.set(key, "1")
+            except pylibmc.Error:
+                pass
     for key in keys:
         if not ring.set(key, "1"):
             sys.exit("pylibmc could not set %r" % key)
 
     holders = {key: [] for key in keys}
-    for index, single in enumerate(singles):
+    for index, single in singles:
         for start in range(0, len(keys), 100):
             for key in single.get_multi(keys[start:start + 100]):
                 holders[key].append(index)
