@@ -27,7 +27,7 @@ pub enum Error {
     #[error("request to {endpoint} timed out: no response within {timeout:?}")]
     Timeout {
         /// The endpoint the attempt went to.
-        endpoint: String,
+        endpoint: serversets::Endpoint,
         /// The attempt timeout.
         timeout: std::time::Duration,
     },
@@ -37,7 +37,7 @@ pub enum Error {
     #[error("request to {endpoint} failed: {source}")]
     Http {
         /// The endpoint the last attempt went to.
-        endpoint: String,
+        endpoint: serversets::Endpoint,
         /// reqwest's error.
         #[source]
         source: reqwest::Error,

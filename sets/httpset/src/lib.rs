@@ -47,10 +47,8 @@
 //!   the request to the end of the response body, is given 10 s
 //!   ([`HttpSetBuilder::attempt_timeout`]; [`Error::Timeout`], or an error
 //!   reading the body) unless the request sets its own
-//!   [`timeout`](RequestBuilder::timeout). Attempt timeouts are kept by one
-//!   timer thread shared by all sets (`httpset-timeouts`), as Finagle's
-//!   timer: arming a timer of the async runtime for every request would
-//!   cost about a microsecond each.
+//!   [`timeout`](RequestBuilder::timeout). The attempt timeout is a tokio
+//!   timer armed only once the attempt has to wait.
 //! - **Retries**: a request that cannot connect (or, for an idempotent
 //!   method, whose connection broke before any response) is sent to
 //!   another endpoint, neither dead nor tried already, up to
@@ -59,6 +57,8 @@
 //!   retries per second). Timeouts and responses are never retried.
 //!
 //! See [`HttpSetBuilder`] for the settings.
+
+#![warn(missing_docs)]
 
 mod base;
 mod budget;
@@ -420,8 +420,8 @@ impl HttpSet {
     }
 
     /// The attempt timeout's deadline for `request`, unless it has its own
-    /// timeout (which reqwest keeps). Should the shared timer thread not be
-    /// available, reqwest keeps the attempt timeout too.
+    /// timeout (which reqwest keeps). Outside a tokio runtime, reqwest
+    /// keeps the attempt timeout too.
     fn deadline(&self, request: &mut reqwest::Request) -> Option<deadline::Deadline> {
         if request.timeout().is_some() {
             return None;

@@ -206,7 +206,7 @@ impl RequestBuilder {
             Err(()) => {
                 outcome::timed_out(permit);
                 return Err(Error::Timeout {
-                    endpoint: first.endpoint.to_string(),
+                    endpoint: first.endpoint.clone(),
                     timeout: set.inner.attempt_timeout,
                 });
             }
@@ -229,7 +229,7 @@ impl RequestBuilder {
                 Box::pin(retry.run(first, failed, spare)).await
             }
             _ => Err(Error::Http {
-                endpoint: first.endpoint.to_string(),
+                endpoint: first.endpoint.clone(),
                 source: failed,
             }),
         }
@@ -318,7 +318,7 @@ impl Retry<'_> {
                 (Err(()), _) => {
                     outcome::timed_out(Some(permit));
                     return Err(Error::Timeout {
-                        endpoint: endpoint.endpoint.to_string(),
+                        endpoint: endpoint.endpoint.clone(),
                         timeout: set.inner.attempt_timeout,
                     });
                 }
@@ -331,7 +331,7 @@ impl Retry<'_> {
                         }
                         _ => {
                             return Err(Error::Http {
-                                endpoint: endpoint.endpoint.to_string(),
+                                endpoint: endpoint.endpoint.clone(),
                                 source: e,
                             })
                         }
@@ -340,7 +340,7 @@ impl Retry<'_> {
             }
         }
         Err(Error::Http {
-            endpoint: endpoint.endpoint.to_string(),
+            endpoint: endpoint.endpoint.clone(),
             source: failed,
         })
     }

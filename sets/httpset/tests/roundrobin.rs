@@ -174,7 +174,7 @@ async fn bodies_headers_and_errors() {
     let err = http.get("/").send().await.unwrap_err();
     match err {
         Error::Http { endpoint, source } => {
-            assert_eq!(endpoint, dead.to_string());
+            assert_eq!(endpoint, dead);
             assert!(source.is_connect());
         }
         other => panic!("unexpected {other}"),

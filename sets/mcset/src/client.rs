@@ -20,6 +20,9 @@ use crate::error::{check_key, shown, Error};
 use crate::ring::{Compatibility, Identifier, KetamaRing, Node};
 use crate::server::{Limits, Server};
 
+/// Keys per pipelined multi-get request at most.
+const MULTI_GET_CHUNK: usize = 512;
+
 /// memcached's default largest item (`-I 1m`); the item's key and header
 /// take a little of it.
 pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
@@ -145,9 +148,9 @@ impl McSetBuilder {
     /// Whether a dead server leaves the ring so that its keys re-hash to
     /// the others, as Finagle's `ejectFailedHost` and pylibmc's
     /// `remove_failed` (default off, as in Finagle: processes that eject on
-    /// their own may disagree on the ring for a while). It re-enters when
-    /// its backoff is over and the probe (the first request sent to it)
-    /// succeeds.
+    /// their own may disagree on the ring for a while). When its backoff is
+    /// over it is probed in the background (a `version` request on a fresh
+    /// connection) and re-enters the ring when the probe succeeds.
     pub fn eject_failed_hosts(mut self, eject: bool) -> Self {
         self.settings.eject = eject;
         self
@@ -401,8 +404,8 @@ impl McSet {
         .await
     }
 
-    /// Gets many keys: one pipelined request per server, all servers in
-    /// parallel, each within the deadline. Absent keys are absent from the
+    /// Gets many keys: one pipelined request per server (per 512 keys), all
+    /// in parallel, each within the deadline. Absent keys are absent from the
     /// map. If a server fails, the call fails with its error (no partial
     /// result is returned as if complete).
     pub async fn get_multi(&self, keys: &[&str]) -> Result<HashMap<String, Vec<u8>>, Error> {
@@ -419,16 +422,20 @@ impl McSet {
             by_server.entry(index).or_default().push(key);
         }
         let timeout = self.inner.settings.limits.timeout;
-        let calls = by_server.into_iter().filter_map(|(index, keys)| {
-            let server = Arc::clone(state.servers.get(index)?);
-            Some(async move {
-                let reply = server.call(&Command::GetMulti(&keys), timeout).await?;
-                match reply {
-                    Reply::Values(found) => Ok(found),
-                    other => Err(unexpected(&server.endpoint, other)),
-                }
-            })
-        });
+        let mut calls = Vec::with_capacity(by_server.len());
+        for (index, keys) in &by_server {
+            let server = state.servers.get(*index).ok_or(Error::NoServers)?;
+            // Large batches are split, so that no request fills the socket
+            // buffers both ways while the server waits for us to read.
+            for chunk in keys.chunks(MULTI_GET_CHUNK) {
+                calls.push(async move {
+                    match server.call(&Command::GetMulti(chunk), timeout).await? {
+                        Reply::Values(found) => Ok(found),
+                        other => Err(unexpected(&server.endpoint, other)),
+                    }
+                });
+            }
+        }
         let mut found = HashMap::with_capacity(keys.len());
         for result in futures::future::join_all(calls).await {
             found.extend(result?);
@@ -544,12 +551,19 @@ fn build(
             EndpointState::Probing => {
                 // Its backoff is over: probe it in the background; it
                 // re-enters the ring when the probe succeeds (a revival
-                // makes the next call rebuild).
-                if let Ok(permit) = server.tracker.admit() {
-                    if !server.probe(permit, settings.limits.timeout) {
-                        soonest(Instant::now());
-                    }
-                }
+                // makes the next call rebuild). Look again after the
+                // probe's deadline in any case, so that a probe that never
+                // reports (its runtime gone) cannot keep it out for good.
+                let started = match server.tracker.admit() {
+                    Ok(permit) => server.probe(permit, settings.limits.timeout),
+                    Err(_) => true, // a probe is under way
+                };
+                let now = Instant::now();
+                soonest(if started {
+                    now.checked_add(settings.limits.timeout).unwrap_or(now)
+                } else {
+                    now
+                });
                 false
             }
         }

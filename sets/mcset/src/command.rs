@@ -83,15 +83,38 @@ pub(crate) enum Fault {
     Unexpected(String),
 }
 
+/// What a failed command says about its server, for failure accrual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Unreachable or broken: I/O errors, replies that do not parse or
+    /// name another key. Counts toward marking it dead.
+    Failure,
+    /// It answered, with an error line (`SERVER_ERROR`, `CLIENT_ERROR`,
+    /// `ERROR`): says nothing either way.
+    Neutral,
+}
+
 impl Fault {
-    /// Whether the fault says the server is unreachable or broken (and
-    /// counts toward failure accrual), rather than the server answering
-    /// with an error line.
-    pub(crate) fn counts_against_server(&self) -> bool {
-        !matches!(
-            self,
-            Fault::Memcache(async_memcached::Error::Protocol(_)) | Fault::Unexpected(_)
-        )
+    /// What this fault says about the server.
+    pub(crate) fn verdict(&self) -> Verdict {
+        use async_memcached::{Error, ErrorKind};
+        match self {
+            Fault::Memcache(Error::Protocol(Status::Error(
+                ErrorKind::Client(_)
+                | ErrorKind::Server(_)
+                | ErrorKind::NonexistentCommand
+                | ErrorKind::KeyTooLong
+                | ErrorKind::OpaqueTooLong,
+            ))) => Verdict::Neutral,
+            _ => Verdict::Failure,
+        }
+    }
+
+    /// Whether the connection may be in an unknown state and must be
+    /// closed by the caller (the client closes it itself on I/O and parse
+    /// errors).
+    pub(crate) fn poisons_connection(&self) -> bool {
+        matches!(self, Fault::Mismatch { .. } | Fault::Unexpected(_))
     }
 
     /// Whether the connection's other idle siblings are likely dead too

@@ -42,14 +42,15 @@ pub enum Error {
         timeout: Duration,
     },
     /// Failure accrual marked the server dead after failures in a row: its
-    /// keys fail at once until its backoff is over and a probe succeeds.
+    /// keys fail at once until its backoff is over and a background probe
+    /// succeeds.
     #[error(
-        "memcache server {server} is marked dead after failures in a row; retried in {retry_in:?}"
+        "memcache server {server} is marked dead after failures in a row; probed again in {retry_in:?}"
     )]
     Dead {
         /// The server.
         server: Endpoint,
-        /// Time left until a call may probe it (zero while a probe runs).
+        /// Time left until it is probed (zero while a probe runs).
         retry_in: Duration,
     },
     /// No connection could be had: the connect failed or timed out, or

@@ -10,10 +10,10 @@ use async_memcached::Client;
 use poolset::{Connector, PoolSet};
 use serversets::accrual::{Accrual, Permit, Tracker};
 use serversets::Endpoint;
-use tokio::time::Sleep;
+use tokio::time::{Instant as TokioInstant, Sleep};
 use tracing::debug;
 
-use crate::command::{self, Command, Fault, Reply};
+use crate::command::{self, Command, Fault, Reply, Verdict};
 use crate::error::Error;
 
 /// A pooled memcached connection and the timer that bounds its requests.
@@ -52,6 +52,27 @@ impl Connector for MemcacheConnector {
 /// Where a connection's timer rests between requests (never reached).
 const IDLE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
+/// `timeout` from now, or a day away if that does not fit (a huge timeout
+/// means "none").
+fn deadline_after(timeout: Duration) -> TokioInstant {
+    let now = TokioInstant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(IDLE_DEADLINE))
+        .unwrap_or(now)
+}
+
+/// Why an attempt failed.
+enum Failed {
+    /// The command failed.
+    Fault(Fault),
+    /// No connection: the pool's error.
+    Pool(poolset::Error),
+    /// The deadline passed while waiting for a connection.
+    CheckoutDeadline,
+    /// The deadline passed while waiting for the reply.
+    IoDeadline,
+}
+
 /// A server in the ring: where it is, its connection pool and its failure
 /// accrual. Kept across ring rebuilds while the server stays in the set.
 pub(crate) struct Server {
@@ -75,10 +96,12 @@ impl Server {
             max_idle: limits.max_idle,
             max_active: limits.max_connections.max(1),
             idle_timeout: Some(Duration::from_secs(60)),
-            connect_timeout: limits.connect_timeout.min(limits.timeout),
+            // A connect gets at most 90 % of the deadline, so that its own
+            // timeout (which counts against the server) comes first.
+            connect_timeout: limits.connect_timeout.min(limits.timeout.mul_f64(0.9)),
             checkout_timeout: limits.timeout,
             // The server's accrual is the memcache set's, not the pool's.
-            ejection: serversets::accrual::FailureAccrual::disabled(),
+            failure_accrual: serversets::accrual::FailureAccrual::disabled(),
         };
         let only = fixedset::FixedSet::from_endpoints([endpoint.clone()]);
         Server {
@@ -114,79 +137,91 @@ impl Server {
         }
         // Live: outcomes go straight to the tracker (no permit to carry).
         let tracker = &*self.tracker;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let attempt = async {
-            // An idle connection is handed out without waiting; only a
-            // checkout that has to wait (or connect) gets a timer of its own.
-            let checkout = self.pool.checkout();
-            tokio::pin!(checkout);
-            let mut conn = match futures::poll!(checkout.as_mut()) {
-                Poll::Ready(conn) => conn.map_err(|e| Err(Some(e)))?,
-                Poll::Pending => tokio::time::timeout_at(deadline, checkout)
-                    .await
-                    .map_err(|_| Err(None))?
-                    .map_err(|e| Err(Some(e)))?,
-            };
-            let Conn {
-                client,
-                deadline: timer,
-            } = &mut *conn;
-            timer.as_mut().reset(deadline);
-            let outcome = tokio::select! {
-                biased;
-                outcome = command::run(client, command) => outcome,
-                () = timer.as_mut() => return Err(Err(None)),
-            };
-            match outcome {
-                Ok(reply) => Ok(reply),
-                Err(fault) => {
-                    if matches!(fault, Fault::Mismatch { .. } | Fault::Unexpected(_)) {
-                        // The connection's state is unknown: close it.
-                        drop(conn.into_inner());
-                    }
-                    Err(Ok(fault))
-                }
-            }
-        };
-        match attempt.await {
+        let deadline = deadline_after(timeout);
+        let failed = match self.attempt(command, deadline).await {
             Ok(reply) => {
                 tracker.success();
-                Ok(reply)
+                return Ok(reply);
             }
-            Err(Ok(fault)) => {
-                let dead = if fault.counts_against_server() {
-                    tracker.failure()
-                } else {
-                    tracker.success();
-                    false
-                };
+            Err(failed) => failed,
+        };
+        // Waiting for one of our own busy connections says nothing about
+        // the server; failing to connect, I/O errors and I/O timeouts do.
+        let counts = match &failed {
+            Failed::Fault(fault) => fault.verdict() == Verdict::Failure,
+            Failed::Pool(
+                poolset::Error::Connect { .. } | poolset::Error::ConnectTimeout { .. },
+            ) => true,
+            Failed::Pool(_) | Failed::CheckoutDeadline => false,
+            Failed::IoDeadline => true,
+        };
+        let dead = counts && tracker.failure();
+        let server = self.endpoint.clone();
+        match failed {
+            Failed::Fault(fault) => {
                 if dead || fault.is_io() {
                     // The server went away or restarted: its idle
                     // connections are most likely dead as well.
                     self.pool.clear_idle();
                 }
                 debug!(server = %self.endpoint, ?fault, "memcache call failed");
-                Err(self.error(fault))
-            }
-            Err(Err(Some(pool))) => {
-                if tracker.failure() {
-                    self.pool.clear_idle();
-                }
-                Err(Error::Connect {
-                    server: self.endpoint.clone(),
-                    source: pool,
+                Err(match fault {
+                    Fault::Memcache(source) => Error::Memcache { server, source },
+                    Fault::Mismatch { expected, got } => Error::Mismatch {
+                        server,
+                        expected,
+                        got,
+                    },
+                    Fault::Unexpected(reply) => Error::UnexpectedReply { server, reply },
                 })
             }
-            Err(Err(None)) => {
-                if tracker.failure() {
+            other => {
+                if dead {
                     self.pool.clear_idle();
                 }
-                Err(Error::Timeout {
-                    server: self.endpoint.clone(),
-                    timeout,
+                Err(match other {
+                    Failed::Pool(source) => Error::Connect { server, source },
+                    _ => Error::Timeout { server, timeout },
                 })
             }
         }
+    }
+
+    /// Checks out a connection and runs `command` on it, by `deadline`.
+    async fn attempt(
+        &self,
+        command: &Command<'_>,
+        deadline: TokioInstant,
+    ) -> Result<Reply, Failed> {
+        // An idle connection is handed out without waiting; only a checkout
+        // that has to wait (or connect) gets a timer of its own.
+        let checkout = self.pool.checkout();
+        tokio::pin!(checkout);
+        let mut conn = match futures::poll!(checkout.as_mut()) {
+            Poll::Ready(conn) => conn.map_err(Failed::Pool)?,
+            Poll::Pending => tokio::time::timeout_at(deadline, checkout)
+                .await
+                .map_err(|_| Failed::CheckoutDeadline)?
+                .map_err(Failed::Pool)?,
+        };
+        let Conn {
+            client,
+            deadline: timer,
+        } = &mut *conn;
+        timer.as_mut().reset(deadline);
+        let outcome = tokio::select! {
+            biased;
+            outcome = command::run(client, command) => outcome,
+            // Dropping the command closes the connection (async-memcached
+            // closes a connection whose request did not complete).
+            () = timer.as_mut() => return Err(Failed::IoDeadline),
+        };
+        outcome.map_err(|fault| {
+            if fault.poisons_connection() {
+                drop(conn.into_inner());
+            }
+            Failed::Fault(fault)
+        })
     }
 
     /// Probes a dead server whose backoff is over, in the background: a
@@ -218,18 +253,5 @@ impl Server {
             }
         });
         true
-    }
-
-    fn error(&self, fault: Fault) -> Error {
-        let server = self.endpoint.clone();
-        match fault {
-            Fault::Memcache(source) => Error::Memcache { server, source },
-            Fault::Mismatch { expected, got } => Error::Mismatch {
-                server,
-                expected,
-                got,
-            },
-            Fault::Unexpected(reply) => Error::UnexpectedReply { server, reply },
-        }
     }
 }

@@ -154,7 +154,10 @@ async fn a_stalled_server_never_yields_another_keys_value_and_recovers() {
         tally.clone(),
         false,
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the load to run", async || {
+        tally.ok.load(Ordering::Relaxed) >= 500
+    })
+    .await;
     servers[1].pause().expect("SIGSTOP");
     // Longer than the deadline, so requests time out on it.
     let stall_until = Instant::now() + Duration::from_secs(2);
@@ -165,12 +168,31 @@ async fn a_stalled_server_never_yields_another_keys_value_and_recovers() {
     // While it is dead its keys fail at once; the others keep working.
     let started = Instant::now();
     match cache.get(&theirs[0]).await {
-        Err(Error::Dead { server, .. }) | Err(Error::Timeout { server, .. }) => {
-            assert_eq!(server, stalled)
-        }
-        other => panic!("expected a dead or timed-out server, got {other:?}"),
+        Err(Error::Dead { server, .. }) => assert_eq!(server, stalled),
+        other => panic!("expected the stalled server marked dead, got {other:?}"),
+    }
+    assert!(started.elapsed() <= Duration::from_millis(100));
+    // A multi-get touching it fails, naming it, within the deadline.
+    let started = Instant::now();
+    let some: Vec<&str> = theirs[..3]
+        .iter()
+        .chain(&others[..3])
+        .map(String::as_str)
+        .collect();
+    match cache.get_multi(&some).await {
+        Err(error) => assert_eq!(error.server(), Some(&stalled), "{error}"),
+        Ok(found) => panic!("a multi-get over a stalled server returned {found:?}"),
     }
     assert!(started.elapsed() <= timeout + Duration::from_millis(200));
+    let healthy: Vec<&str> = others[..100].iter().map(String::as_str).collect();
+    let found = cache
+        .get_multi(&healthy)
+        .await
+        .expect("multi-get of healthy keys");
+    assert_eq!(found.len(), 100);
+    for key in &healthy {
+        assert_eq!(found[*key], value_of(key), "{key}");
+    }
     let (ok, wrong) = round(&cache, &others[..200], false).await;
     assert_eq!((ok, wrong), (200, 0), "healthy servers during the stall");
     tokio::time::sleep(stall_until.saturating_duration_since(Instant::now())).await;
@@ -228,7 +250,10 @@ async fn a_killed_and_restarted_server_is_used_again() {
         tally.clone(),
         true,
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the load to run", async || {
+        tally.ok.load(Ordering::Relaxed) >= 500
+    })
+    .await;
     servers[2].stop();
     wait_until("errors on the killed server", async || {
         tally.errors.load(Ordering::Relaxed) > 0
@@ -540,7 +565,10 @@ async fn a_partitioned_server_fails_within_the_deadline_and_recovers() {
         tally.clone(),
         false,
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the load to run", async || {
+        tally.ok.load(Ordering::Relaxed) >= 500
+    })
+    .await;
     // Requests and replies are black-holed: lost, not delayed.
     proxy.partition();
     wait_until("the partitioned server to be marked dead", async || {
@@ -572,4 +600,65 @@ async fn a_partitioned_server_fails_within_the_deadline_and_recovers() {
     );
     let (ok, wrong) = round(&cache, &keys, false).await;
     assert_eq!((ok, wrong), (keys.len(), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_writes_and_counters_leave_no_reply_behind() {
+    let servers = start(1);
+    let set = FixedSet::from_endpoints([endpoint(&servers[0])]);
+    // One connection: a reused one would read the late reply.
+    let cache = McSet::builder(set)
+        .max_connections(1)
+        .timeout(Duration::from_secs(5))
+        .build();
+    let mut counters: Vec<u64> = Vec::new();
+    for i in 0..10u64 {
+        let key = format!("counter:{i}");
+        assert!(cache
+            .add(&key, (i * 100).to_string().as_bytes(), 0)
+            .await
+            .expect("add"));
+        counters.push(i * 100);
+    }
+    let connections = |server: &Memcached| -> u64 {
+        server.stats().expect("stats")["total_connections"]
+            .parse()
+            .expect("a number")
+    };
+    for round_ in 0..3usize {
+        let opened = connections(&servers[0]);
+        servers[0].pause().expect("SIGSTOP");
+        // Cancelled while out: an increment, a set and a delete.
+        let victim = format!("counter:{round_}");
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), async {
+            let _ = cache.increment(&victim, 1000).await;
+        })
+        .await;
+        assert!(cancelled.is_err());
+        servers[0].resume().expect("SIGCONT");
+        // The late `1000 + n` reply must not answer these.
+        for (i, expected) in counters.iter_mut().enumerate().skip(round_ + 1) {
+            let got = cache
+                .increment(&format!("counter:{i}"), 1)
+                .await
+                .expect("increment");
+            *expected += 1;
+            assert_eq!(got, Some(*expected), "counter:{i}");
+        }
+        for (what, result) in [
+            ("set", cache.set("plain", b"x", 0).await.map(|()| true)),
+            ("delete", cache.delete("absent-key").await.map(|d| !d)),
+        ] {
+            assert!(result.expect(what), "{what}");
+        }
+        // The cancelled request's connection was closed: a new one opened.
+        assert!(
+            connections(&servers[0]) > opened,
+            "the connection was reused"
+        );
+    }
+    assert_eq!(
+        cache.get("plain").await.expect("get").as_deref(),
+        Some(&b"x"[..])
+    );
 }

@@ -22,7 +22,7 @@
 //!   [`serversets::accrual`]. Failed or timed-out connects and connections
 //!   marked broken ([`Pooled::mark_broken`]) count as failures; a
 //!   connection returned healthy resets the count. After
-//!   [`Options::ejection`]'s failures in a row (default 5) the endpoint is
+//!   [`Options::failure_accrual`]'s failures in a row (default 5) the endpoint is
 //!   marked dead and skipped for a jittered backoff (default 100 ms,
 //!   doubling up to 1 s) and its idle connections are closed; then one
 //!   checkout probes it with a new connection, which revives it or marks

@@ -14,13 +14,13 @@ use serversets::accrual::FailureAccrual;
 /// let options = Options {
 ///     max_active: 16,
 ///     checkout_timeout: Duration::from_millis(200),
-///     ejection: FailureAccrual::new()
+///     failure_accrual: FailureAccrual::new()
 ///         .consecutive_failures(3)
 ///         .backoff(Duration::from_millis(200), Duration::from_secs(5)),
 ///     ..Options::default()
 /// };
 /// assert_eq!(options.max_idle, 8);
-/// assert_eq!(Options::default().ejection, FailureAccrual::new());
+/// assert_eq!(Options::default().failure_accrual, FailureAccrual::new());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -52,7 +52,7 @@ pub struct Options {
     /// A failure is a failed or timed-out connect, or a connection marked
     /// broken with [`Pooled::mark_broken`](crate::Pooled::mark_broken); a
     /// success is a connection returned healthy (or a probe's connect).
-    pub ejection: FailureAccrual,
+    pub failure_accrual: FailureAccrual,
 }
 
 impl Default for Options {
@@ -63,7 +63,7 @@ impl Default for Options {
             idle_timeout: Some(Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(1),
             checkout_timeout: Duration::from_secs(1),
-            ejection: FailureAccrual::new(),
+            failure_accrual: FailureAccrual::new(),
         }
     }
 }
@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn ejection_defaults_to_the_shared_policy() {
-        let ejection = Options::default().ejection;
+        let ejection = Options::default().failure_accrual;
         assert_eq!(ejection.failure_threshold(), 5);
         assert_eq!(ejection.base_backoff(), Duration::from_millis(100));
         assert_eq!(ejection.max_backoff(), Duration::from_secs(1));

@@ -24,7 +24,7 @@ use crate::slot::{lock, Pooled, Reservation, Signal, Slot};
 /// A checkout goes to the endpoint with the fewest active (checked-out)
 /// connections, ties broken at random, and hands out its newest idle
 /// connection or opens one. Endpoints that keep failing are marked dead
-/// for a while by the shared failure accrual (see [`Options::ejection`]);
+/// for a while by the shared failure accrual (see [`Options::failure_accrual`]);
 /// a failed connect is retried on other endpoints. The pool follows its
 /// [`Source`] by itself: endpoints that leave are drained, new ones are
 /// used at once. Cloning is cheap and shares the pools.
@@ -161,7 +161,7 @@ impl<T> Shared<T> {
         let mut options = options;
         options.max_active = options.max_active.max(1);
         let shared = Shared {
-            accrual: Accrual::new(options.ejection.clone()),
+            accrual: Accrual::new(options.failure_accrual.clone()),
             options,
             list: ArcSwap::from_pointee(Vec::new()),
             signal: Arc::new(Signal::default()),

@@ -107,12 +107,15 @@ impl Connector for Fake {
     }
 }
 
-fn pool(endpoints: impl IntoIterator<Item = Endpoint>, ejection: FailureAccrual) -> PoolSet<Fake> {
+fn pool(
+    endpoints: impl IntoIterator<Item = Endpoint>,
+    failure_accrual: FailureAccrual,
+) -> PoolSet<Fake> {
     PoolSet::with_options(
         FixedSet::from_endpoints(endpoints),
         Fake::default(),
         Options {
-            ejection,
+            failure_accrual,
             ..Options::default()
         },
     )
@@ -306,7 +309,7 @@ async fn a_checkout_waiting_at_max_active_wakes_when_a_dead_endpoint_may_be_prob
             max_active: 1,
             // Far longer than the test: only B's backoff can end the wait.
             checkout_timeout: Duration::from_secs(600),
-            ejection: FailureAccrual::new()
+            failure_accrual: FailureAccrual::new()
                 .consecutive_failures(1)
                 .backoff(Duration::from_millis(100), Duration::from_millis(100))
                 .jitter(false),

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 fn options(base_backoff: Duration) -> Options {
     Options {
-        ejection: FailureAccrual::new()
+        failure_accrual: FailureAccrual::new()
             .consecutive_failures(3)
             .backoff(base_backoff, base_backoff * 2)
             .jitter(false),
