@@ -275,10 +275,6 @@ fn p99_of(times: &[Duration]) -> Duration {
     crate::support::percentile(times, 0.99)
 }
 
-fn p50_of(times: &[Duration]) -> Duration {
-    crate::support::percentile(times, 0.5)
-}
-
 /// Gets from `tasks` tasks until `stop`, recording each get's time, the
 /// server of its key, and whether it succeeded (every value checked).
 struct Recorder {
@@ -435,8 +431,8 @@ async fn stall(servers: &[Memcached], cache: &McSet, quick: bool) -> Result<Vec<
         .target("≤ deadline", slowest_failure <= Duration::from_millis(1100)),
         Row::info(
             "memcache stall: its keys' p50 once marked dead (fail fast)",
-            ms(p50_of(&dead_fast)),
-            "ms",
+            p50(&dead_fast) * 1e3,
+            "µs",
         )
         .reference_text(format!("{} failures after the first 1.5 s", dead_fast.len())),
     ];
