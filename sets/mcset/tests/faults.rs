@@ -102,6 +102,54 @@ async fn load(
     }
 }
 
+/// A load of 16 tasks over some keys (see [`load`]), running until
+/// [`Load::finish`].
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// Starts the load and waits until it has read 500 values.
+    async fn start(cache: &McSet, keys: &[String], allow_miss: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let handle = tokio::spawn(load(
+            cache.clone(),
+            Arc::new(keys.to_vec()),
+            16,
+            stop.clone(),
+            tally.clone(),
+            allow_miss,
+        ));
+        wait_until("the load to run", async || {
+            tally.ok.load(Ordering::Relaxed) >= 500
+        })
+        .await;
+        Load {
+            stop,
+            tally,
+            handle,
+        }
+    }
+
+    /// Stops the load; its counts.
+    async fn finish(self) -> Arc<Tally> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.expect("load");
+        self.tally
+    }
+}
+
+/// The keys `server` holds now.
+fn keys_of(cache: &McSet, keys: &[String], server: &Endpoint) -> Vec<String> {
+    keys.iter()
+        .filter(|k| cache.server_for(k).as_ref() == Some(server))
+        .cloned()
+        .collect()
+}
+
 /// Success rate of one round of gets over `keys` (every value checked:
 /// returns the number of wrong values too).
 async fn round(cache: &McSet, keys: &[String], allow_miss: bool) -> (usize, usize) {
@@ -144,20 +192,7 @@ async fn a_stalled_server_never_yields_another_keys_value_and_recovers() {
         theirs.len()
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(load(
-        cache.clone(),
-        Arc::new(keys.clone()),
-        16,
-        stop.clone(),
-        tally.clone(),
-        false,
-    ));
-    wait_until("the load to run", async || {
-        tally.ok.load(Ordering::Relaxed) >= 500
-    })
-    .await;
+    let load = Load::start(&cache, &keys, false).await;
     servers[1].pause().expect("SIGSTOP");
     // Longer than the deadline, so requests time out on it.
     let stall_until = Instant::now() + Duration::from_secs(2);
@@ -207,8 +242,7 @@ async fn a_stalled_server_never_yields_another_keys_value_and_recovers() {
     })
     .await;
     eprintln!("recovered {:?} after SIGCONT", resumed.elapsed());
-    stop.store(true, Ordering::Relaxed);
-    load.await.expect("load");
+    let tally = load.finish().await;
     assert_eq!(
         tally.wrong.load(Ordering::Relaxed),
         0,
@@ -235,28 +269,11 @@ async fn a_killed_and_restarted_server_is_used_again() {
         .build();
     let keys = seed(&cache, 2000, "kill").await;
     let victim = endpoint(&servers[2]);
-    let theirs: Vec<String> = keys
-        .iter()
-        .filter(|k| cache.server_for(k).as_ref() == Some(&victim))
-        .cloned()
-        .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(load(
-        cache.clone(),
-        Arc::new(keys.clone()),
-        16,
-        stop.clone(),
-        tally.clone(),
-        true,
-    ));
-    wait_until("the load to run", async || {
-        tally.ok.load(Ordering::Relaxed) >= 500
-    })
-    .await;
+    let theirs = keys_of(&cache, &keys, &victim);
+    let load = Load::start(&cache, &keys, true).await;
     servers[2].stop();
     wait_until("errors on the killed server", async || {
-        tally.errors.load(Ordering::Relaxed) > 0
+        load.tally.errors.load(Ordering::Relaxed) > 0
     })
     .await;
     servers[2].start_again().expect("restart on the same port");
@@ -280,8 +297,7 @@ async fn a_killed_and_restarted_server_is_used_again() {
     }
     let (ok, wrong) = round(&cache, &theirs[..50], false).await;
     assert_eq!((ok, wrong), (50, 0));
-    stop.store(true, Ordering::Relaxed);
-    load.await.expect("load");
+    let tally = load.finish().await;
     assert_eq!(
         tally.wrong.load(Ordering::Relaxed),
         0,
@@ -550,25 +566,8 @@ async fn a_partitioned_server_fails_within_the_deadline_and_recovers() {
     let timeout = Duration::from_millis(300);
     let cache = McSet::builder(set).timeout(timeout).build();
     let keys = seed(&cache, 2000, "partition").await;
-    let theirs: Vec<String> = keys
-        .iter()
-        .filter(|k| cache.server_for(k).as_ref() == Some(&behind))
-        .cloned()
-        .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(load(
-        cache.clone(),
-        Arc::new(keys.clone()),
-        16,
-        stop.clone(),
-        tally.clone(),
-        false,
-    ));
-    wait_until("the load to run", async || {
-        tally.ok.load(Ordering::Relaxed) >= 500
-    })
-    .await;
+    let theirs = keys_of(&cache, &keys, &behind);
+    let load = Load::start(&cache, &keys, false).await;
     // Requests and replies are black-holed: lost, not delayed.
     proxy.partition();
     wait_until("the partitioned server to be marked dead", async || {
@@ -586,8 +585,7 @@ async fn a_partitioned_server_fails_within_the_deadline_and_recovers() {
         },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.expect("load");
+    let tally = load.finish().await;
     assert_eq!(
         tally.wrong.load(Ordering::Relaxed),
         0,
