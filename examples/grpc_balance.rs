@@ -1,6 +1,6 @@
 //! gRPC load balancing over a serverset: tonic servers register in
 //! ZooKeeper, and a tonic balanced channel follows the set through
-//! `towerset`, as servers leave and join, without a failed call.
+//! `serversets-tower`, as servers leave and join, without a failed call.
 //!
 //! ```text
 //! cargo run --release --example grpc_balance [-- ZK_CONNECT]
@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serversets::{Client, Endpoint, Member, Registration, ServerSetPath};
+use serversets_tower::Discovery;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -41,7 +42,6 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::server::{HealthReporter, HealthService};
-use towerset::Discovery;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -149,14 +149,14 @@ async fn scenario(client: &Client, path: &ServerSetPath) -> Result<Report, BoxEr
     });
     let record = Arc::clone(&balanced);
     let forwarder = tokio::spawn(discovery.forward_with(sender, move |change| match change {
-        towerset::Change::Insert(member, endpoint) => {
+        serversets_tower::Change::Insert(member, endpoint) => {
             println!("  balancer: + {member} {}", endpoint.uri());
             record.send_modify(|keys| {
                 keys.insert(member.clone());
             });
             channel::Change::Insert(member, endpoint)
         }
-        towerset::Change::Remove(member) => {
+        serversets_tower::Change::Remove(member) => {
             println!("  balancer: - {member}");
             record.send_modify(|keys| {
                 keys.remove(&member);

@@ -1,4 +1,4 @@
-//! The httpset use case: HTTP services register in ZooKeeper with a named
+//! The serversets-http use case: HTTP services register in ZooKeeper with a named
 //! `http` endpoint, and a client sends requests round-robin to whatever the
 //! set holds, following it as instances leave and join.
 //!
@@ -14,8 +14,8 @@ mod common;
 
 use std::time::Duration;
 
-use httpset::HttpSet;
 use serversets::{Endpoint, Environment, Member, Selection, ServerSetPath};
+use serversets_http::HttpSet;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

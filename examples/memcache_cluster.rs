@@ -1,4 +1,4 @@
-//! The mcset use case: memcached nodes register themselves in ZooKeeper
+//! The serversets-memcache use case: memcached nodes register themselves in ZooKeeper
 //! with a health check that pings them, and a memcache client follows the
 //! watched set with a ketama ring (the one Finagle and pylibmc use).
 //!
@@ -14,8 +14,8 @@ mod common;
 
 use std::time::Duration;
 
-use mcset::McSet;
 use serversets::{Endpoint, Environment, Member, RegisterOptions, ServerSetPath};
+use serversets_memcache::McSet;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

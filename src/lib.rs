@@ -15,7 +15,7 @@
 //!   [`Changes`] stream with deltas; a change costs ZooKeeper reads of the
 //!   changed members only.
 //! - [`Source`]: what typed sets are built on; a [`Watch`] is one, a fixed
-//!   list (the `fixedset` crate) is another.
+//!   list ([`FixedSet`]) is another.
 //! - [`accrual`]: failure accrual (consecutive failures mark an endpoint
 //!   dead for a jittered, growing backoff), shared by every typed set.
 //! - [`codec`], [`vector`], [`Destination`], [`Selection`]: the Finagle
@@ -51,6 +51,7 @@ pub mod codec;
 mod destination;
 mod endpoint;
 mod error;
+pub mod fixed;
 mod health;
 mod member;
 mod path;
@@ -74,6 +75,7 @@ pub use client::{
 pub use destination::Destination;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
+pub use fixed::{FixedEndpoint, FixedSet};
 pub use health::{Health, HealthWatcher};
 pub use member::{member_sequence, Member, Status, MEMBER_PREFIX, VECTOR_PREFIX};
 pub use path::{Environment, ServerSetPath, DISCOVERY_ROOT};

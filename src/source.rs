@@ -6,7 +6,7 @@ use crate::publisher::Changes;
 use crate::snapshot::Snapshot;
 
 /// A set of endpoints that changes over time: a ZooKeeper
-/// [`Watch`](crate::Watch), or a fixed list (the `fixedset` crate).
+/// [`Watch`](crate::Watch), or a fixed list ([`FixedSet`](crate::FixedSet)).
 ///
 /// Typed sets (a memcache client, an HTTP client, a balancer) take any
 /// `Source`: they read [`Source::current`] once and follow
