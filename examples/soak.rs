@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serversets::zookeeper_client as zk;
 use serversets::{codec, Client, Endpoint, Member, Registration, ServerSetPath, Watch};
+use zookeeper_client as zk;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

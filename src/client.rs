@@ -265,8 +265,21 @@ impl Client {
         self.zookeeper().map(|zk| zk.session_id().0)
     }
 
-    /// The current raw `zookeeper-client` handle, for operations this crate
-    /// does not wrap. `None` between sessions and after close.
+    /// The escape hatch: the current raw `zookeeper-client` handle of the
+    /// shared session, for operations this crate does not wrap (add the
+    /// `zookeeper-client` crate, version 0.11, to your dependencies to name
+    /// its types). `None` between sessions and after close. It is the
+    /// session registrations and watches use: do not close it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: serversets::Client) {
+    /// if let Some(zk) = client.zookeeper() {
+    ///     if let Ok(children) = zk.list_children("/discovery").await {
+    ///         println!("{children:?}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn zookeeper(&self) -> Option<zk::Client> {
         self.session.view().client
     }

@@ -20,7 +20,9 @@ use crate::error::{Error, Result};
 /// assert_eq!(Endpoint::new("10.0.0.1", 80).to_string(), "10.0.0.1:80");
 /// # Ok::<(), serversets::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Endpoint {
     /// Host name or IP address, without brackets.
     pub host: String,

@@ -51,8 +51,12 @@ pub enum Error {
     Connect {
         /// The connect string that was tried.
         address: String,
-        /// The last failure seen.
+        /// The last failure seen, in words (with what a TLS handshake
+        /// check found, or how long was waited).
         reason: String,
+        /// The ZooKeeper client's error behind it, when there is one.
+        #[source]
+        source: Option<zookeeper_client::Error>,
     },
     /// The ZooKeeper session expired (the server no longer holds it).
     #[error("the ZooKeeper session at {address} expired")]

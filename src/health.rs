@@ -5,6 +5,7 @@ use std::fmt;
 /// The state of the ZooKeeper session behind a [`Client`](crate::Client),
 /// or of one [`Watch`](crate::Watch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Health {
     /// Connected; for a watch: its set is in sync with ZooKeeper.
     Connected,

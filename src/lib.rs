@@ -87,5 +87,3 @@ pub use source::Source;
 #[cfg(feature = "tls")]
 pub use tls::Tls;
 pub use watch::Watch;
-/// The ZooKeeper client crate this one is built on.
-pub use zookeeper_client;

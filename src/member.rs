@@ -44,6 +44,11 @@ impl Status {
         }
     }
 
+    /// [`Status::Unknown`] (serde's default for a missing status).
+    fn unknown() -> Status {
+        Status::Unknown
+    }
+
     /// Parses a Finagle status; anything else is [`Status::Unknown`].
     pub fn parse(s: &str) -> Status {
         match s {
@@ -85,17 +90,28 @@ impl fmt::Display for Status {
 ///     .with_metadata("zone", "eu-1");
 /// assert_eq!(member.additional("http").map(|e| e.port), Some(8081));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// With serde it is Finagle's JSON (`serviceEndpoint`,
+/// `additionalEndpoints`, `status`, and `shard` and `metadata` when set), as
+/// [`codec`](crate::codec) writes it; [`codec::decode`](crate::codec) is the
+/// lenient reader for data from other writers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Member {
     /// The main endpoint (`serviceEndpoint`).
     pub service_endpoint: Endpoint,
     /// Named extra endpoints (`additionalEndpoints`), e.g. `http`, `admin`.
+    #[serde(default)]
     pub additional_endpoints: BTreeMap<String, Endpoint>,
     /// The status; members built with [`Member::new`] are `ALIVE`.
+    #[serde(default = "Status::unknown")]
     pub status: Status,
     /// Optional shard id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<i32>,
     /// Optional string metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -157,9 +173,47 @@ pub fn sequential_suffix(name: &str) -> Option<u64> {
     }
 }
 
+/// Finagle's string (`"ALIVE"`, ...).
+impl serde::Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Any string: Finagle's statuses, anything else [`Status::Unknown`].
+impl<'de> serde::Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Status, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Status::parse(&s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_is_finagles_json() {
+        let full = Member::new(Endpoint::new("10.0.0.1", 9090))
+            .with_additional("http", Endpoint::new("10.0.0.1", 8080))
+            .with_shard(3)
+            .with_metadata("zone", "eu-1");
+        for member in [Member::new(Endpoint::new("::1", 1)), full] {
+            let ours = serde_json::to_value(&member).expect("serialize");
+            let codec: serde_json::Value =
+                serde_json::from_slice(&crate::codec::encode(&member)).expect("codec JSON");
+            assert_eq!(ours, codec);
+            let back: Member = serde_json::from_value(ours).expect("deserialize");
+            assert_eq!(back, member);
+        }
+        // Missing optional fields; an unknown status.
+        let lean: Member = serde_json::from_str(
+            r#"{"serviceEndpoint":{"host":"h","port":1},"status":"SLEEPING"}"#,
+        )
+        .expect("lean member");
+        assert_eq!(lean.status, Status::Unknown);
+        assert!(lean.additional_endpoints.is_empty() && lean.shard.is_none());
+    }
 
     #[test]
     fn sequential_suffixes() {

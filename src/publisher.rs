@@ -1,11 +1,14 @@
 //! Publishing snapshots to readers (lock-free) and to change subscribers
 //! (coalescing, never unbounded).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use arc_swap::ArcSwap;
 use futures::Stream;
 use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 
 use crate::snapshot::{diff, Change, Entry, Snapshot};
 
@@ -16,6 +19,8 @@ struct Published {
     snapshot: Arc<Snapshot>,
     added: Vec<Arc<Entry>>,
     removed: Vec<Arc<Entry>>,
+    /// The source is gone for good: subscriptions end.
+    closed: bool,
 }
 
 /// The writing side of a set: swaps the current snapshot atomically and
@@ -84,10 +89,12 @@ impl Publisher {
         let version = self.current.load().version() + 1;
         let snapshot = Arc::new(Snapshot::from_sorted(version, entries));
         self.current.store(Arc::clone(&snapshot));
+        let closed = self.is_closed();
         self.tx.send_replace(Arc::new(Published {
             snapshot: Arc::clone(&snapshot),
             added,
             removed,
+            closed,
         }));
         snapshot
     }
@@ -104,6 +111,28 @@ impl Publisher {
         self.publish(candidate.into_entries(), added, removed)
     }
 
+    /// Ends every subscription: after the changes they have not seen yet,
+    /// their streams end (`None`). For a source that is gone for good (a
+    /// [`Watch`](crate::Watch) whose client was closed). The current
+    /// snapshot stays readable.
+    pub fn close(&self) {
+        self.tx.send_modify(|published| {
+            // The last delta stays with its snapshot, for subscribers that
+            // have not seen it yet.
+            *published = Arc::new(Published {
+                snapshot: Arc::clone(&published.snapshot),
+                added: published.added.clone(),
+                removed: published.removed.clone(),
+                closed: true,
+            })
+        });
+    }
+
+    /// Whether [`Publisher::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.tx.borrow().closed
+    }
+
     /// A subscriber that starts from the current snapshot.
     pub fn subscribe(&self) -> Changes {
         self.subscribe_keeping(Arc::new(()))
@@ -112,30 +141,52 @@ impl Publisher {
     /// A subscriber that starts from the current snapshot; `keep_alive`
     /// is held as long as the subscription (it keeps the source running).
     pub(crate) fn subscribe_keeping(&self, keep_alive: Arc<dyn Send + Sync>) -> Changes {
-        let mut rx = self.tx.subscribe();
-        rx.mark_unchanged();
+        let rx = self.tx.subscribe();
+        let ended = rx.borrow().closed;
         Changes {
-            rx,
+            stream: WatchStream::from_changes(rx),
             last: self.current(),
             spent: None,
+            ended,
             _keep_alive: keep_alive,
         }
     }
 }
 
-/// A subscription to a set's changes.
+/// A subscription to a set's changes: a [`futures::Stream`] of [`Change`]s
+/// (`Send`, `Unpin`, `'static`, so it can be stored in a struct or
+/// boxed), with [`Changes::next`] for the common loop.
 ///
-/// Each call to [`Changes::next`] returns the changes since the previous
-/// one. A slow subscriber never queues changes: if several happened, it
-/// gets one [`Change`] with the combined delta, computed from the last
-/// snapshot it saw.
+/// Each item is the change since the previous one. A slow subscriber never
+/// queues changes: if several happened, it gets one [`Change`] with the
+/// combined delta, computed from the last snapshot it saw. The stream ends
+/// (`None`) when its source is gone for good: a [`Watch`](crate::Watch)
+/// whose client was closed, a [`Publisher`] that was closed or dropped.
+///
+/// ```
+/// use futures::StreamExt;
+/// use serversets::{Changes, FixedSet, Source};
+///
+/// struct Follower { changes: Changes } // nameable and storable
+///
+/// let set = FixedSet::parse("10.0.0.1:80")?;
+/// let mut follower = Follower { changes: set.changes() };
+/// set.replace_endpoints(["10.0.0.2:80".parse()?]);
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async move {
+/// let change = follower.changes.next().await.unwrap(); // StreamExt::next
+/// assert_eq!((change.added.len(), change.removed.len()), (1, 1));
+/// # });
+/// # Ok::<(), serversets::Error>(())
+/// ```
 pub struct Changes {
-    rx: watch::Receiver<Arc<Published>>,
+    stream: WatchStream<Arc<Published>>,
     last: Arc<Snapshot>,
     /// The snapshot seen before `last`, released at the next call rather
     /// than while a change is being delivered (for a large set, releasing
     /// it touches every entry).
     spent: Option<Arc<Snapshot>>,
+    /// The source closed: no more items.
+    ended: bool,
     _keep_alive: Arc<dyn Send + Sync>,
 }
 
@@ -143,6 +194,7 @@ impl std::fmt::Debug for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Changes")
             .field("last_version", &self.last.version())
+            .field("ended", &self.ended)
             .finish()
     }
 }
@@ -150,43 +202,50 @@ impl std::fmt::Debug for Changes {
 impl Changes {
     /// Waits for the next change. `None` once the source is gone for good.
     pub async fn next(&mut self) -> Option<Change> {
-        self.spent = None;
-        loop {
-            self.rx.changed().await.ok()?;
-            let published = Arc::clone(&self.rx.borrow_and_update());
-            let version = published.snapshot.version();
-            if version <= self.last.version() {
-                continue;
-            }
-            let (added, removed) = if version == self.last.version() + 1 {
-                (published.added.clone(), published.removed.clone())
-            } else {
-                diff(&self.last, &published.snapshot)
-            };
-            let seen = std::mem::replace(&mut self.last, Arc::clone(&published.snapshot));
-            self.spent = Some(seen);
-            if added.is_empty() && removed.is_empty() {
-                continue;
-            }
-            return Some(Change {
-                snapshot: Arc::clone(&published.snapshot),
-                added,
-                removed,
-            });
-        }
+        futures::StreamExt::next(self).await
     }
 
     /// The last snapshot this subscriber has seen.
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.last
     }
+}
 
-    /// The changes as a `futures::Stream`.
-    pub fn into_stream(self) -> impl Stream<Item = Change> + Send {
-        futures::stream::unfold(self, |mut changes| async move {
-            let change = changes.next().await?;
-            Some((change, changes))
-        })
+impl Stream for Changes {
+    type Item = Change;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Change>> {
+        let this = self.get_mut();
+        this.spent = None;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let Some(published) = ready!(Pin::new(&mut this.stream).poll_next(cx)) else {
+                this.ended = true;
+                return Poll::Ready(None);
+            };
+            this.ended = published.closed;
+            let version = published.snapshot.version();
+            if version <= this.last.version() {
+                continue;
+            }
+            let (added, removed) = if version == this.last.version() + 1 {
+                (published.added.clone(), published.removed.clone())
+            } else {
+                diff(&this.last, &published.snapshot)
+            };
+            let seen = std::mem::replace(&mut this.last, Arc::clone(&published.snapshot));
+            this.spent = Some(seen);
+            if added.is_empty() && removed.is_empty() {
+                continue;
+            }
+            return Poll::Ready(Some(Change {
+                snapshot: Arc::clone(&published.snapshot),
+                added,
+                removed,
+            }));
+        }
     }
 }
 
@@ -217,5 +276,29 @@ mod tests {
         assert_eq!(c.added[0].sequence, Some(2));
         assert!(c.removed.is_empty());
         assert_eq!(p.current().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_publisher_ends_its_streams_after_the_last_change() {
+        fn check<T: Stream + Send + Unpin + 'static>(_: &T) {}
+        let p = Publisher::new();
+        let mut changes = p.subscribe();
+        check(&changes);
+        p.publish(vec![entry(1)], vec![entry(1)], vec![]);
+        p.close();
+        assert!(p.is_closed());
+        let c = changes.next().await.unwrap();
+        assert_eq!(c.added.len(), 1, "the change before the close is delivered");
+        assert!(changes.next().await.is_none());
+        assert!(changes.next().await.is_none());
+        assert!(
+            p.subscribe().next().await.is_none(),
+            "a late subscriber ends at once"
+        );
+        // Dropping the publisher ends them too.
+        let q = Publisher::new();
+        let mut changes = q.subscribe();
+        drop(q);
+        assert!(changes.next().await.is_none());
     }
 }

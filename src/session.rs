@@ -148,30 +148,38 @@ pub(crate) async fn connected(views: &mut watch::Receiver<SessionView>) -> Resul
 /// Connects, retrying with backoff, until `deadline`.
 async fn connect_until(config: &Config, deadline: Instant) -> Result<zk::Client> {
     let mut backoff = Backoff::new();
-    let mut last_failure: Option<String> = None;
+    let mut last_failure: Option<(String, Option<zk::Error>)> = None;
     loop {
-        let reason = match tokio::time::timeout_at(deadline, connect_once(config, None)).await {
-            Ok(Ok(client)) => return Ok(client),
-            Ok(Err(Error::Connect { reason, .. })) => reason,
-            Ok(Err(other)) => return Err(other),
-            // Cut short: the previous attempt's failure says more.
-            Err(_) => match last_failure.take() {
-                Some(last) => format!(
-                    "no session within {:?}; last failure: {last}",
-                    config.connect_timeout
-                ),
-                None => format!("no session within {:?}", config.connect_timeout),
-            },
-        };
+        let (reason, source) =
+            match tokio::time::timeout_at(deadline, connect_once(config, None)).await {
+                Ok(Ok(client)) => return Ok(client),
+                Ok(Err(Error::Connect { reason, source, .. })) => (reason, source),
+                Ok(Err(other)) => return Err(other),
+                // Cut short: the previous attempt's failure says more.
+                Err(_) => match last_failure.take() {
+                    Some((last, source)) => (
+                        format!(
+                            "no session within {:?}; last failure: {last}",
+                            config.connect_timeout
+                        ),
+                        source,
+                    ),
+                    None => (
+                        format!("no session within {:?}", config.connect_timeout),
+                        None,
+                    ),
+                },
+            };
         let pause = backoff.next_delay();
         if Instant::now() + pause >= deadline {
             return Err(Error::Connect {
                 address: config.connect.clone(),
                 reason,
+                source,
             });
         }
         debug!(connect = %config.connect, %reason, "connect failed; retrying");
-        last_failure = Some(reason);
+        last_failure = Some((reason, source));
         tokio::time::sleep(pause).await;
     }
 }
@@ -198,12 +206,20 @@ async fn connect_once(config: &Config, resume: Option<&zk::SessionInfo>) -> Resu
             Ok(client) => Ok(client),
             Err(e) => match connect_error(config, e) {
                 // zookeeper-client does not say why TLS failed: find out.
-                Error::Connect { address, reason } => {
+                Error::Connect {
+                    address,
+                    reason,
+                    source,
+                } => {
                     let reason = match tls.diagnose(&config.connect, connection_timeout).await {
                         Some(why) => format!("{reason} ({why})"),
                         None => reason,
                     };
-                    Err(Error::Connect { address, reason })
+                    Err(Error::Connect {
+                        address,
+                        reason,
+                        source,
+                    })
                 }
                 other => Err(other),
             },
@@ -227,6 +243,7 @@ fn connect_error(config: &Config, e: zk::Error) -> Error {
         other => Error::Connect {
             address: config.connect.clone(),
             reason: other.to_string(),
+            source: Some(other),
         },
     }
 }

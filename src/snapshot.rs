@@ -187,12 +187,87 @@ pub(crate) fn test_entry(seq: u64, weight: f64) -> Arc<Entry> {
     ))
 }
 
+/// An entry as the `serverset watch` command prints it, one flat object:
+/// `member` (the znode name), `host`, `port` (the selected endpoint),
+/// `shard`, `weight`, `status`, `additional` (named endpoints as
+/// `{"host", "port"}`) and `metadata`.
+impl serde::Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("Entry", 8)?;
+        out.serialize_field("member", &self.name)?;
+        out.serialize_field("host", &self.endpoint.host)?;
+        out.serialize_field("port", &self.endpoint.port)?;
+        out.serialize_field("shard", &self.member.shard)?;
+        out.serialize_field("weight", &self.weight)?;
+        out.serialize_field("status", &self.member.status)?;
+        out.serialize_field("additional", &self.member.additional_endpoints)?;
+        out.serialize_field("metadata", &self.member.metadata)?;
+        out.end()
+    }
+}
+
+/// `{"version": N, "members": [entry, ...]}`, entries as [`Entry`]
+/// serializes them, oldest first.
+impl serde::Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("Snapshot", 2)?;
+        out.serialize_field("version", &self.version)?;
+        out.serialize_field("members", &self.entries)?;
+        out.end()
+    }
+}
+
+/// `{"added": [...], "removed": [...], "size": N}`: the delta and the size
+/// of the set after it, as `serverset watch` prints each change.
+impl serde::Serialize for Change {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("Change", 3)?;
+        out.serialize_field("added", &self.added)?;
+        out.serialize_field("removed", &self.removed)?;
+        out.serialize_field("size", &self.snapshot.len())?;
+        out.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn entry(seq: u64, weight: f64) -> Arc<Entry> {
         test_entry(seq, weight)
+    }
+
+    #[test]
+    fn serde_shapes() {
+        let e = entry(7, 2.0);
+        let json = serde_json::to_value(&*e).expect("entry");
+        assert_eq!(json["member"], e.name.as_str());
+        assert_eq!(json["host"], e.endpoint.host.as_str());
+        assert_eq!(json["port"], e.endpoint.port);
+        assert_eq!(json["weight"], 2.0);
+        assert_eq!(json["status"], "ALIVE");
+        assert!(json["shard"].is_null());
+        assert!(json["additional"].as_object().is_some_and(|a| a.is_empty()));
+        let snapshot = Arc::new(Snapshot::new(4, vec![entry(9, 1.0), e.clone()]));
+        let json = serde_json::to_value(&*snapshot).expect("snapshot");
+        assert_eq!(json["version"], 4);
+        assert_eq!(
+            json["members"][0]["member"],
+            e.name.as_str(),
+            "oldest first"
+        );
+        let change = Change {
+            snapshot,
+            added: vec![e],
+            removed: Vec::new(),
+        };
+        let json = serde_json::to_value(&change).expect("change");
+        assert_eq!(json["size"], 2);
+        assert_eq!(json["added"].as_array().map(Vec::len), Some(1));
+        assert_eq!(json["removed"].as_array().map(Vec::len), Some(0));
     }
 
     #[test]

@@ -230,6 +230,14 @@ struct Watcher {
     ready: Option<oneshot::Sender<()>>,
 }
 
+impl Drop for Watcher {
+    /// The watch task ended (its client closed, or every handle is gone):
+    /// change streams end too instead of waiting forever.
+    fn drop(&mut self) {
+        self.publisher.close();
+    }
+}
+
 impl Watcher {
     async fn run(mut self) {
         let mut views = self.session.views();

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serversets::zookeeper_client as zk;
 use serversets::{codec, Client, NodeAcl, RegisterOptions};
+use zookeeper_client as zk;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn others_may_read_a_protected_member_but_not_delete_or_overwrite_it() {

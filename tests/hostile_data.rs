@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use serversets::zookeeper_client as zk;
 use serversets::{codec, vector, Destination, Endpoint, Member, ServerSetPath};
+use zookeeper_client as zk;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]

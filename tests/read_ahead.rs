@@ -11,10 +11,10 @@ use std::sync::Mutex;
 
 use common::*;
 use serversets::codec;
-use serversets::zookeeper_client as zk;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use zookeeper_client as zk;
 
 /// The watch's debug events of interest, as (path, message).
 static EVENTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use serversets::zookeeper_client as zk;
 use serversets::{codec, Health, RegisterOptions};
+use zookeeper_client as zk;
 
 /// Expires the client's session from outside: resume it from a second
 /// connection and close that one. The client may win its session back

@@ -53,7 +53,9 @@ async fn failing_connect(connect: &str, tls: Option<Tls>) -> String {
         "failing took {elapsed:?}"
     );
     match result {
-        Err(Error::Connect { address, reason }) => {
+        Err(Error::Connect {
+            address, reason, ..
+        }) => {
             assert_eq!(address, connect);
             reason
         }

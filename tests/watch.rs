@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use serversets::zookeeper_client as zk;
 use serversets::{codec, Endpoint, Member, Selection, Status};
+use zookeeper_client as zk;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_remove_readd() {
@@ -355,4 +355,36 @@ async fn flapping_members_with_and_without_stabilization() {
         .await
         .unwrap();
     assert!(change.snapshot.is_empty());
+}
+
+/// Change streams are `futures::Stream`s that end when the client closes,
+/// instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_streams_end_when_the_client_closes() {
+    use futures::StreamExt;
+
+    struct Follower {
+        changes: serversets::Changes,
+    }
+    let server = zookeeper();
+    let client = client(&server.connect_string()).await;
+    let set = path("/discovery/test/stream-end");
+    let watch = client.watch(&set).await.unwrap();
+    let mut follower = Follower {
+        changes: watch.changes(),
+    };
+    let _member = client.register(&set, member(1101)).await.unwrap();
+    let change = within("the join", StreamExt::next(&mut follower.changes))
+        .await
+        .unwrap();
+    assert_eq!(ports(&change.snapshot), [1101]);
+    client.close().await;
+    assert!(
+        within("the stream to end", StreamExt::next(&mut follower.changes))
+            .await
+            .is_none(),
+        "a stream of a closed client ends"
+    );
+    // The last set stays readable.
+    assert_eq!(ports(&watch.current()), [1101]);
 }

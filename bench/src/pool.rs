@@ -126,12 +126,10 @@ async fn load(
     endpoints: &[Endpoint],
     run: Duration,
 ) -> Result<Outcome, BoxError> {
-    let options = Options {
-        max_active: WORKERS,
-        max_idle: WORKERS,
-        checkout_timeout: Duration::from_secs(5),
-        ..Options::default()
-    };
+    let options = Options::new()
+        .max_active(WORKERS)
+        .max_idle(WORKERS)
+        .checkout_timeout(Duration::from_secs(5));
     let least = PoolSet::with_options(
         FixedSet::from_endpoints(endpoints.iter().cloned()),
         TcpConnector::new(),

@@ -23,11 +23,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use serversets::zookeeper_client as zk;
 use serversets::{codec, Client, ServerSetPath};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use zookeeper_client as zk;
 
 use crate::support::{self, create, member_data, ms, p50, p99, BoxError, Row};
 use crate::Context;

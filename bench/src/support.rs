@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::future::join_all;
-use serversets::zookeeper_client as zk;
 use serversets::{codec, Endpoint, Member};
+use zookeeper_client as zk;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

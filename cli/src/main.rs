@@ -3,50 +3,101 @@
 //!
 //! ```text
 //! # The live members of a set, once, as a JSON array (snapshot order):
-//! cargo run --release --example serverset -- watch 127.0.0.1:2181 /discovery/prod/users --once
+//! serverset watch 127.0.0.1:2181 /discovery/prod/users --once
 //!
 //! # Follow a set: the snapshot line, then one {"added","removed","size"} line
 //! # per change, until Ctrl-C / SIGTERM. A Finagle destination works too:
-//! cargo run --release --example serverset -- watch 'zk2!127.0.0.1:2181!/discovery/prod/users!http'
-//! cargo run --release --example serverset -- watch 127.0.0.1:2181 /aurora/www/prod/web --shard 3
+//! serverset watch 'zk2!127.0.0.1:2181!/discovery/prod/users!http'
+//! serverset watch 127.0.0.1:2181 /aurora/www/prod/web --shard 3
 //!
 //! # Register a member (prints its znode path) until Ctrl-C / SIGTERM:
-//! cargo run --release --example serverset -- register 127.0.0.1:2181 /discovery/prod/users \
+//! serverset register 127.0.0.1:2181 /discovery/prod/users \
 //!     10.0.0.1:9090 --additional http=10.0.0.1:8080 --shard 0 --metadata zone=eu-1
 //!
+//! # Register another process while its health check passes (the member is
+//! # deleted while the check fails, re-created when it passes again):
+//! serverset register 127.0.0.1:2181 /discovery/prod/users 10.0.0.1:9090 \
+//!     --check http://10.0.0.1:9090/health --check-interval 2 --check-timeout 0.5
+//! serverset register 127.0.0.1:2181 /discovery/prod/cache 10.0.0.1:11211 \
+//!     --check tcp:10.0.0.1:11211
+//!
 //! # Every child of a set, raw, and whether it parses as a member:
-//! cargo run --release --example serverset -- ls 127.0.0.1:2181 /discovery/prod/users
+//! serverset ls 127.0.0.1:2181 /discovery/prod/users
+//!
+//! # Over TLS (ZooKeeper's secureClientPort), with a client certificate,
+//! # and the digest from the environment rather than the command line:
+//! SERVERSET_DIGEST=user:secret serverset ls zk1:2281 /discovery/prod/users \
+//!     --tls-ca ca.pem --tls-cert client.pem --tls-key client.key
 //!
 //! # Which memcache server each key (one per stdin line) goes to, by the
 //! # ketama ring Finagle and pylibmc (ketama_weighted) use:
-//! printf 'user:1\nuser:2\n' | cargo run --release --example serverset -- \
-//!     ring --servers 10.0.0.1:11211,10.0.0.2:11211:2
+//! printf 'user:1\nuser:2\n' | serverset ring --servers 10.0.0.1:11211,10.0.0.2:11211:2
+//!
+//! # Shell completions (bash, zsh, fish, elvish, powershell):
+//! serverset completions bash > ~/.local/share/bash-completion/completions/serverset
 //! ```
 //!
-//! Every command takes `--session-timeout SECS`, `--connect-timeout SECS`
-//! and `--digest USER:PASS`. Standard output carries only JSON lines (or,
-//! for `register`, znode paths: one more line each time the member is
-//! re-created after a session expiry); logs go to standard error, filtered
-//! by `RUST_LOG` (default `warn`).
+//! Every ZooKeeper command takes `--session-timeout SECS`,
+//! `--connect-timeout SECS`, `--digest USER:PASS` (default: the
+//! `SERVERSET_DIGEST` environment variable, so that the password need not
+//! show in `ps`; `--digest` wins), and `--tls-ca FILE` (TLS, trusting that
+//! PEM CA bundle) with optionally `--tls-cert FILE --tls-key FILE` (a client
+//! identity for mutual TLS). Standard output carries only results: for
+//! `watch` and `ls` JSON, one compact document per line, each line ending
+//! with a newline; for `register` znode paths (one more line each time the
+//! member is re-created); for `ring` `key<TAB>host:port` lines; for
+//! `completions` the script. Logs go to standard error, filtered by
+//! `RUST_LOG` (default `warn`). `serverset COMMAND --help` says what each
+//! command prints.
 //!
 //! Exit codes: 0 on success (also after SIGINT / SIGTERM ends `watch` or
-//! `register`), 2 for usage errors, 1 for runtime errors (such as an
-//! unreachable ZooKeeper), with a one-line `error: ...` on standard error.
+//! `register`), 2 for usage errors (including unreadable or unusable TLS
+//! files), 1 for runtime errors (such as an unreachable ZooKeeper), with a
+//! one-line `error: ...` on standard error.
 
-use std::collections::BTreeMap;
 use std::error::Error as StdError;
+use std::fmt;
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
+use clap_complete::Shell;
 use serde::Serialize;
 use serversets::{
-    Client, Destination, Endpoint, Entry, Member, RawChild, Selection, ServerSetPath,
+    Client, Destination, Endpoint, Member, RawChild, RegisterOptions, Selection, ServerSetPath, Tls,
 };
 use tracing::{debug, info, warn};
+
+/// The environment variable read for the digest when `--digest` is absent.
+const DIGEST_ENV: &str = "SERVERSET_DIGEST";
+
+/// How often a health check runs by default.
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The health check's default timeout (capped by the interval).
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the `--help` of every ZooKeeper command says about exit codes.
+macro_rules! zk_exit_codes {
+    () => {
+        zk_exit_codes!("success")
+    };
+    ($success:literal) => {
+        concat!(
+            "Exit codes:\n  0  ",
+            $success,
+            "\n  \
+         1  runtime error (ZooKeeper unreachable, TLS handshake refused, not authorized, ...)\n  \
+         2  usage error (bad arguments, unreadable or unusable files)\n\
+         Errors are one `error: ...` line on stderr; logs go to stderr too (RUST_LOG, default warn)."
+        )
+    };
+}
 
 /// Finagle-compatible ZooKeeper serversets: watch, register, inspect.
 #[derive(Debug, Parser)]
@@ -57,9 +108,16 @@ use tracing::{debug, info, warn};
     serverset watch 127.0.0.1:2181 /discovery/prod/users --once\n  \
     serverset watch 'zk2!127.0.0.1:2181!/discovery/prod/users!http'\n  \
     serverset register 127.0.0.1:2181 /discovery/prod/users 10.0.0.1:9090 --additional http=10.0.0.1:8080\n  \
+    serverset register 127.0.0.1:2181 /discovery/prod/users 10.0.0.1:9090 --check http://10.0.0.1:9090/health\n  \
     serverset ls 127.0.0.1:2181 /discovery/prod/users\n  \
-    printf 'user:1\\n' | serverset ring --servers 10.0.0.1:11211,10.0.0.2:11211:2\n\n\
-Logs go to stderr (RUST_LOG, default warn). Exit codes: 0 ok, 1 runtime error, 2 usage error."
+    SERVERSET_DIGEST=user:secret serverset ls zk1:2281 /discovery/prod/users --tls-ca ca.pem\n  \
+    printf 'user:1\\n' | serverset ring --servers 10.0.0.1:11211,10.0.0.2:11211:2\n  \
+    serverset completions bash > ~/.local/share/bash-completion/completions/serverset\n\n\
+Output: stdout carries only the results (JSON: one document per line); `serverset COMMAND --help` says what each prints.\n\n\
+Environment:\n  \
+    SERVERSET_DIGEST=USER:PASS  the ZooKeeper digest when --digest is not given (keeps the password out of `ps`)\n  \
+    RUST_LOG                    the log filter for stderr (default warn)\n\n\
+Exit codes: 0 success, 1 runtime error (e.g. ZooKeeper unreachable), 2 usage error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,10 +128,16 @@ struct Cli {
 enum Command {
     /// Print the live members as a JSON array, then (without --once) one
     /// JSON line per change until SIGINT/SIGTERM.
-    #[command(
-        after_help = "ZK may be a Finagle destination instead, with PATH omitted:\n  \
-                      zk2!host1:2181,host2:2181!/discovery/prod/users[!endpoint]"
-    )]
+    #[command(after_help = concat!(
+        "Prints (stdout), one JSON document per line:\n  \
+         first   the live members, a JSON array in snapshot (sequence) order, each\n          \
+         {\"member\",\"host\",\"port\",\"shard\",\"weight\",\"status\",\"additional\",\"metadata\"}\n  \
+         then    without --once, one {\"added\":[...],\"removed\":[...],\"size\":N} line per change\n\n\
+         ZK may be a Finagle destination instead, with PATH omitted:\n  \
+         zk2!host1:2181,host2:2181!/discovery/prod/users[!endpoint]\n\n\
+         ",
+        zk_exit_codes!("success; also when SIGINT/SIGTERM ends it or stdout is closed")
+    ))]
     Watch {
         /// ZooKeeper connect string (host:port,...[/chroot]) or a Finagle
         /// destination (zk2!hosts!/path[!endpoint], zk!...)
@@ -95,8 +159,22 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Register a member and keep it registered until SIGINT/SIGTERM;
-    /// prints its znode path.
+    /// Register a member and keep it registered until SIGINT/SIGTERM
+    /// (optionally only while a health check passes); prints its znode
+    /// path.
+    #[command(after_help = concat!(
+        "Prints (stdout): the member's znode path, one line, once the member exists; one more line\n\
+         each time it is re-created (after a session expiry, or when a failing --check passes again).\n\
+         While --check fails the member is deleted and nothing is printed.\n\n\
+         Health checks (--check), to register another process:\n  \
+         tcp:HOST:PORT          passes when a TCP connection to HOST:PORT opens within the timeout\n  \
+         http://HOST:PORT/PATH  passes when a GET is answered 2xx within the timeout (https:// too,\n                         \
+         verified against the Mozilla roots; redirects not followed, no proxy)\n\
+         Each check runs every --check-interval; one that fails deletes the member, one that passes\n\
+         again re-creates it (with a new znode path).\n\n\
+         ",
+        zk_exit_codes!("success: SIGINT/SIGTERM ended it (the member is deleted first)")
+    ))]
     Register {
         /// ZooKeeper connect string (host:port,...[/chroot])
         #[arg(value_name = "ZK")]
@@ -117,10 +195,20 @@ enum Command {
         #[arg(long, value_name = "K=V")]
         metadata: Vec<String>,
         #[command(flatten)]
+        check: CheckArgs,
+        #[command(flatten)]
         connection: Connection,
     },
     /// Print every child of a set as a JSON line: name, raw data, and
     /// whether it parses as a member (and why not).
+    #[command(after_help = concat!(
+        "Prints (stdout): one JSON document per line, one line per child of PATH, sorted by name:\n  \
+         {\"name\":\"member_0000000001\",\"data\":\"<raw data, lossy UTF-8>\",\"parsed\":true}\n\
+         \"parsed\" is false, with an \"error\", for a member whose data does not decode, and null for\n\
+         children that are not members (vector_ nodes, ...). Nothing for a PATH that does not exist.\n\n\
+         ",
+        zk_exit_codes!()
+    ))]
     Ls {
         /// ZooKeeper connect string (host:port,...[/chroot]) or a Finagle
         /// destination
@@ -134,8 +222,16 @@ enum Command {
     },
     /// Read keys from stdin, one a line, and print `key<TAB>host:port`: the
     /// memcache server the ketama ring sends each key to.
+    #[command(after_help = concat!(
+        "Prints (stdout): `key<TAB>host:port`, one line per stdin line, in order.\n\n\
+         Exit codes:\n  \
+         0  success\n  \
+         1  runtime error (reading stdin or writing stdout failed)\n  \
+         2  usage error (bad arguments)\n\
+         Errors are one `error: ...` line on stderr."
+    ))]
     Ring {
-        /// The servers, HOST:PORT[:WEIGHT],...
+        /// The servers, `HOST:PORT[:WEIGHT],...`
         #[arg(long, value_name = "HOST:PORT[:WEIGHT],...")]
         servers: String,
         /// Follow libmemcached's (pylibmc's) float arithmetic where it
@@ -143,9 +239,27 @@ enum Command {
         #[arg(long)]
         libmemcached: bool,
     },
+    /// Print a shell completion script.
+    #[command(after_help = concat!(
+        "Prints (stdout): the completion script for SHELL. For instance:\n  \
+         bash  serverset completions bash > ~/.local/share/bash-completion/completions/serverset\n  \
+         zsh   serverset completions zsh > \"${fpath[1]}/_serverset\"\n  \
+         fish  serverset completions fish > ~/.config/fish/completions/serverset.fish\n\n\
+         Exit codes:\n  \
+         0  success\n  \
+         1  runtime error (writing stdout failed)\n  \
+         2  usage error (an unknown shell)\n\
+         Errors are one `error: ...` line on stderr."
+    ))]
+    Completions {
+        /// The shell
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "ZooKeeper connection")]
 struct Connection {
     /// ZooKeeper session timeout
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
@@ -153,9 +267,38 @@ struct Connection {
     /// Give up connecting after this long
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     connect_timeout: Duration,
-    /// Authenticate with ZooKeeper's digest scheme
+    /// Authenticate with ZooKeeper's digest scheme. Default: the
+    /// SERVERSET_DIGEST environment variable (USER:PASS), which keeps the
+    /// password out of `ps`; --digest wins when both are given
     #[arg(long, value_name = "USER:PASS")]
     digest: Option<String>,
+    /// Connect over TLS (ZooKeeper's secureClientPort), trusting the CA
+    /// certificate(s) of this PEM file
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS; needs --tls-key and
+    /// --tls-ca
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1; not encrypted) of
+    /// --tls-cert
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Health check")]
+struct CheckArgs {
+    /// Keep the member registered only while this check passes:
+    /// tcp:HOST:PORT or http://HOST:PORT/PATH
+    #[arg(long, value_name = "CHECK")]
+    check: Option<String>,
+    /// Run the check this often (default 1)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    check_interval: Option<Duration>,
+    /// A check that takes longer fails (default 1, at most the interval)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    check_timeout: Option<Duration>,
 }
 
 fn parse_secs(input: &str) -> Result<Duration, String> {
@@ -176,6 +319,7 @@ struct Connect {
     session_timeout: Duration,
     connect_timeout: Duration,
     digest: Option<(String, String)>,
+    tls: Option<Tls>,
 }
 
 /// A validated command.
@@ -191,16 +335,51 @@ enum Plan {
         connect: Connect,
         path: ServerSetPath,
         member: Member,
+        check: Option<HealthCheck>,
     },
     Ls {
         connect: Connect,
         path: ServerSetPath,
     },
     Ring(serversets_memcache::KetamaRing),
+    Completions(Shell),
 }
 
-/// Checks what clap cannot: paths, endpoints, `K=V` pairs, destinations.
-/// The error is a one-line message for a usage error (exit 2).
+/// What a health check probes.
+#[derive(Debug, Clone)]
+enum Probe {
+    /// A TCP connection opens.
+    Tcp(Endpoint),
+    /// A GET is answered 2xx.
+    Http(reqwest::Url),
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Probe::Tcp(endpoint) => write!(f, "tcp:{endpoint}"),
+            Probe::Http(url) if url.password().is_some() => {
+                // user:password@ is sent as basic auth; never shown.
+                let mut shown = url.clone();
+                let _ = shown.set_password(Some("***"));
+                write!(f, "{shown}")
+            }
+            Probe::Http(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// A validated `--check`.
+#[derive(Debug, Clone)]
+struct HealthCheck {
+    probe: Probe,
+    interval: Duration,
+    timeout: Duration,
+}
+
+/// Checks what clap cannot: paths, endpoints, `K=V` pairs, destinations,
+/// TLS files, the digest, health checks. The error is a one-line message
+/// for a usage error (exit 2).
 fn plan(command: Command) -> Result<Plan, String> {
     Ok(match command {
         Command::Watch {
@@ -235,6 +414,7 @@ fn plan(command: Command) -> Result<Plan, String> {
             shard,
             additional,
             metadata,
+            check,
             connection,
         } => {
             let path = parse_path(&path)?;
@@ -261,6 +441,7 @@ fn plan(command: Command) -> Result<Plan, String> {
                 member = member.with_metadata(key, value);
             }
             Plan::Register {
+                check: check.validate()?,
                 connect: connection.validate(connect)?,
                 path,
                 member,
@@ -300,7 +481,63 @@ fn plan(command: Command) -> Result<Plan, String> {
                 compatibility,
             ))
         }
+        Command::Completions { shell } => Plan::Completions(shell),
     })
+}
+
+impl CheckArgs {
+    fn validate(self) -> Result<Option<HealthCheck>, String> {
+        let Some(check) = self.check else {
+            if self.check_interval.is_some() {
+                return Err("--check-interval needs --check".into());
+            }
+            if self.check_timeout.is_some() {
+                return Err("--check-timeout needs --check".into());
+            }
+            return Ok(None);
+        };
+        let probe = parse_probe(&check)?;
+        let interval = self.check_interval.unwrap_or(DEFAULT_CHECK_INTERVAL);
+        let timeout = match self.check_timeout {
+            Some(timeout) if timeout > interval => {
+                return Err(format!(
+                    "--check-timeout ({}s) must not exceed --check-interval ({}s): a check still running at the next one counts as failed",
+                    timeout.as_secs_f64(),
+                    interval.as_secs_f64()
+                ))
+            }
+            Some(timeout) => timeout,
+            None => DEFAULT_CHECK_TIMEOUT.min(interval),
+        };
+        Ok(Some(HealthCheck {
+            probe,
+            interval,
+            timeout,
+        }))
+    }
+}
+
+/// `tcp:HOST:PORT`, `http://...` or `https://...`.
+fn parse_probe(input: &str) -> Result<Probe, String> {
+    let expected = "expected tcp:HOST:PORT or http://HOST:PORT/PATH";
+    let lower = input.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let url = reqwest::Url::parse(input).map_err(|e| format!("--check {input:?}: {e}"))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("--check {input:?}: the URL has no host"));
+        }
+        return Ok(Probe::Http(url));
+    }
+    if lower.starts_with("tcp:") {
+        // "tcp:" is ASCII in `input` too: byte 4 is a char boundary.
+        let rest = input.get("tcp:".len()..).unwrap_or_default();
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let endpoint: Endpoint = rest
+            .parse()
+            .map_err(|e| format!("--check {input:?}: {e}"))?;
+        return Ok(Probe::Tcp(endpoint));
+    }
+    Err(format!("--check {input:?}: {expected}"))
 }
 
 /// `ring`: one `key<TAB>host:port` line per stdin line.
@@ -319,6 +556,18 @@ fn ring(ring: &serversets_memcache::KetamaRing) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `completions`: the script for `shell` on stdout.
+fn completions(shell: Shell) -> Result<(), BoxError> {
+    // Into memory first: the generators panic on write errors.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "serverset", &mut script);
+    let mut out = io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("writing to stdout: {e}").into()),
+    }
+}
 /// `<ZK> <PATH>`, or a Finagle destination alone.
 fn target_and_path(
     target: &str,
@@ -360,63 +609,156 @@ impl Connection {
             return Err("the ZooKeeper connect string is empty".into());
         }
         let digest = match self.digest {
-            None => None,
-            Some(digest) => match digest.split_once(':') {
-                Some((user, pass)) if !user.is_empty() => Some((user.to_owned(), pass.to_owned())),
-                _ => return Err("--digest: expected USER:PASS".into()),
+            Some(digest) => Some(parse_digest("--digest", &digest)?),
+            None => match std::env::var_os(DIGEST_ENV) {
+                None => None,
+                Some(value) if value.is_empty() => None,
+                Some(value) => match value.to_str() {
+                    Some(digest) => Some(parse_digest(DIGEST_ENV, digest)?),
+                    None => return Err(format!("{DIGEST_ENV} is not valid UTF-8")),
+                },
             },
+        };
+        let tls = match (self.tls_ca, self.tls_cert, self.tls_key) {
+            (None, None, None) => None,
+            (_, Some(_), None) => {
+                return Err("--tls-cert needs --tls-key (the client certificate's private key)".into())
+            }
+            (_, None, Some(_)) => {
+                return Err("--tls-key needs --tls-cert (the client certificate)".into())
+            }
+            (None, _, _) => {
+                return Err(
+                    "--tls-cert and --tls-key need --tls-ca (the CA that signed the servers' certificates)"
+                        .into(),
+                )
+            }
+            (Some(ca), cert, key) => {
+                let mut tls = Tls::new().ca_pem(read_pem("--tls-ca", &ca, Pem::Certificate)?);
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    tls = tls.identity(
+                        read_pem("--tls-cert", &cert, Pem::Certificate)?,
+                        read_pem("--tls-key", &key, Pem::PrivateKey)?,
+                    );
+                }
+                Some(tls)
+            }
         };
         Ok(Connect {
             address,
             session_timeout: self.session_timeout,
             connect_timeout: self.connect_timeout,
             digest,
+            tls,
         })
     }
 }
 
+/// `USER:PASS` from `source` (never echoed: it holds a password).
+fn parse_digest(source: &str, digest: &str) -> Result<(String, String), String> {
+    match digest.split_once(':') {
+        Some((user, pass)) if !user.is_empty() => Ok((user.to_owned(), pass.to_owned())),
+        _ => Err(format!("{source}: expected USER:PASS")),
+    }
+}
+
+/// What a PEM file given to a TLS flag must hold.
+#[derive(Debug, Clone, Copy)]
+enum Pem {
+    Certificate,
+    PrivateKey,
+}
+
+/// Reads a PEM file for `flag`, checking that it holds what it should;
+/// errors name the flag and the file. The library checks the contents
+/// in depth when connecting.
+fn read_pem(flag: &str, path: &Path, kind: Pem) -> Result<String, String> {
+    let name = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("{flag} {name:?}: cannot read it: {e}"))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Err(format!(
+            "{flag} {name:?}: not a PEM file (binary data; a DER file must be converted to PEM)"
+        ));
+    };
+    let ok = match kind {
+        Pem::Certificate => text.contains("-----BEGIN CERTIFICATE-----"),
+        Pem::PrivateKey => {
+            if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+                return Err(format!(
+                    "{flag} {name:?}: the private key is encrypted; give an unencrypted one"
+                ));
+            }
+            text.lines()
+                .any(|l| l.starts_with("-----BEGIN ") && l.ends_with("PRIVATE KEY-----"))
+        }
+    };
+    if !ok {
+        let what = match kind {
+            Pem::Certificate => "no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            Pem::PrivateKey => "no PEM private key (-----BEGIN PRIVATE KEY-----)",
+        };
+        return Err(format!("{flag} {name:?}: {what} in it"));
+    }
+    Ok(text)
+}
+
 type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A usage error found only at run time (settings the library refuses,
+/// such as an unusable TLS certificate): exit 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for UsageError {}
+
+/// Prints `error: MESSAGE` (one line) on stderr and returns `code`.
+fn fail(message: &str, code: u8) -> ExitCode {
+    // Nothing better to do if stderr is gone.
+    let _ = writeln!(io::stderr().lock(), "error: {}", one_line(message));
+    ExitCode::from(code)
+}
+
+/// The exit code of a runtime failure: 2 for a [`UsageError`], else 1.
+fn exit_code(error: &BoxError) -> u8 {
+    if error.is::<UsageError>() {
+        2
+    } else {
+        1
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors: clap prints them and exits 2
     init_logging();
     let plan = match plan(cli.command) {
-        Ok(Plan::Ring(r)) => {
-            return match ring(&r) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {}", one_line(&e.to_string()));
-                    ExitCode::from(1)
-                }
-            };
-        }
         Ok(plan) => plan,
-        Err(message) => {
-            eprintln!("error: {}", one_line(&message));
-            return ExitCode::from(2);
+        Err(message) => return fail(&message, 2),
+    };
+    let result = match plan {
+        Plan::Ring(r) => ring(&r),
+        Plan::Completions(shell) => completions(shell),
+        plan => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+            };
+            let result = runtime.block_on(run(plan));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!(
-                "error: cannot start the async runtime: {}",
-                one_line(&e.to_string())
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(run(plan));
-    runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", one_line(&e.to_string()));
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e.to_string(), exit_code(&e)),
     }
 }
 
@@ -448,9 +790,11 @@ async fn run(plan: Plan) -> Result<(), BoxError> {
             connect,
             path,
             member,
-        } => register(&mut signals, connect, path, member).await,
+            check,
+        } => register(&mut signals, connect, path, member, check).await,
         Plan::Ls { connect, path } => ls(&mut signals, connect, path).await,
         Plan::Ring(r) => ring(&r),
+        Plan::Completions(shell) => completions(shell),
     }
 }
 
@@ -514,7 +858,13 @@ async fn connect(
     if let Some((user, pass)) = &connect.digest {
         builder = builder.digest(user, pass);
     }
+    if let Some(tls) = &connect.tls {
+        builder = builder.tls(tls.clone());
+    }
     match signals.or_signal(builder.connect()).await {
+        // Settings the library refuses (an unusable certificate) are the
+        // user's to fix: a usage error.
+        Ok(Err(serversets::Error::InvalidConfig(message))) => Err(Box::new(UsageError(message))),
         Ok(client) => Ok(Ok(client?)),
         Err(signal) => {
             info!(signal, "interrupted while connecting");
@@ -543,67 +893,8 @@ fn interrupted(signal: &str, before: &str) -> BoxError {
     format!("interrupted by {signal} before {before}").into()
 }
 
-#[derive(Serialize)]
-struct EndpointJson<'a> {
-    host: &'a str,
-    port: u16,
-}
-
-impl<'a> From<&'a Endpoint> for EndpointJson<'a> {
-    fn from(e: &'a Endpoint) -> Self {
-        EndpointJson {
-            host: &e.host,
-            port: e.port,
-        }
-    }
-}
-
-/// One live member as `watch` prints it.
-#[derive(Serialize)]
-struct MemberJson<'a> {
-    member: &'a str,
-    host: &'a str,
-    port: u16,
-    shard: Option<i32>,
-    weight: f64,
-    status: String,
-    additional: BTreeMap<&'a str, EndpointJson<'a>>,
-    metadata: &'a BTreeMap<String, String>,
-}
-
-impl<'a> From<&'a Entry> for MemberJson<'a> {
-    fn from(entry: &'a Entry) -> Self {
-        MemberJson {
-            member: &entry.name,
-            host: &entry.endpoint.host,
-            port: entry.endpoint.port,
-            shard: entry.member.shard,
-            weight: entry.weight,
-            status: entry.member.status.to_string(),
-            additional: entry
-                .member
-                .additional_endpoints
-                .iter()
-                .map(|(name, e)| (name.as_str(), e.into()))
-                .collect(),
-            metadata: &entry.member.metadata,
-        }
-    }
-}
-
-fn members(entries: &[Arc<Entry>]) -> Vec<MemberJson<'_>> {
-    entries.iter().map(|e| MemberJson::from(&**e)).collect()
-}
-
-#[derive(Serialize)]
-struct ChangeJson<'a> {
-    added: Vec<MemberJson<'a>>,
-    removed: Vec<MemberJson<'a>>,
-    size: usize,
-}
-
 /// Prints a watch line; `Ok(false)` when stdout is closed (stop quietly).
-fn emit(value: &impl Serialize) -> Result<bool, BoxError> {
+fn emit(value: &(impl Serialize + ?Sized)) -> Result<bool, BoxError> {
     let line = serde_json::to_string(value)?;
     match print_line(&line) {
         Ok(()) => Ok(true),
@@ -647,7 +938,8 @@ async fn follow(
     // Subscribing first: the printed snapshot is where the changes start.
     let mut changes = watch.changes();
     let snapshot = Arc::clone(changes.snapshot());
-    if !emit(&members(snapshot.entries()))? || once {
+    // Entries, changes: the library's own JSON (serversets' `Serialize`).
+    if !emit(snapshot.entries())? || once {
         return Ok(());
     }
     loop {
@@ -656,12 +948,7 @@ async fn follow(
                 let Some(change) = change else {
                     return Err(format!("the watch of {path} ended").into());
                 };
-                let line = ChangeJson {
-                    added: members(&change.added),
-                    removed: members(&change.removed),
-                    size: change.snapshot.len(),
-                };
-                if !emit(&line)? {
+                if !emit(&change)? {
                     return Ok(());
                 }
             }
@@ -678,11 +965,24 @@ async fn register(
     connect: Connect,
     path: ServerSetPath,
     member: Member,
+    check: Option<HealthCheck>,
 ) -> Result<(), BoxError> {
+    let options = match check {
+        None => RegisterOptions::new(),
+        Some(check) => {
+            let checker = Arc::new(Checker::new(check.clone())?);
+            RegisterOptions::new()
+                .health_check(move || {
+                    let checker = Arc::clone(&checker);
+                    async move { checker.check().await }
+                })
+                .health_check_interval(check.interval)
+        }
+    };
     let Ok(client) = self::connect(signals, &connect).await? else {
         return Ok(());
     };
-    let result = stay_registered(signals, &client, &connect, &path, member).await;
+    let result = stay_registered(signals, &client, &connect, &path, member, options).await;
     close(client, &connect).await;
     result
 }
@@ -693,8 +993,10 @@ async fn stay_registered(
     connect: &Connect,
     path: &ServerSetPath,
     member: Member,
+    options: RegisterOptions,
 ) -> Result<(), BoxError> {
-    let mut registration = match signals.or_signal(client.register(path, member)).await {
+    let registering = client.register_with(path, member, options);
+    let mut registration = match signals.or_signal(registering).await {
         Ok(registration) => registration?,
         Err(signal) => {
             info!(signal, "interrupted while registering");
@@ -739,6 +1041,116 @@ async fn stay_registered(
     Ok(())
 }
 
+/// Runs a `--check` and logs why it fails when it starts failing.
+struct Checker {
+    check: HealthCheck,
+    /// For `http://` and `https://` checks.
+    http: Option<reqwest::Client>,
+    /// The last outcome: [`UNKNOWN`], [`PASSING`] or [`FAILING`].
+    last: AtomicU8,
+}
+
+const UNKNOWN: u8 = 0;
+const PASSING: u8 = 1;
+const FAILING: u8 = 2;
+
+impl Checker {
+    fn new(check: HealthCheck) -> Result<Checker, BoxError> {
+        let http = match check.probe {
+            Probe::Tcp(_) => None,
+            Probe::Http(_) => Some(
+                reqwest::Client::builder()
+                    // Each check opens a new connection, as a TCP check does.
+                    .pool_max_idle_per_host(0)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .timeout(check.timeout)
+                    .user_agent(concat!("serverset/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("cannot set up the HTTP health check: {}", chain(&e)))?,
+            ),
+        };
+        Ok(Checker {
+            check,
+            http,
+            last: AtomicU8::new(UNKNOWN),
+        })
+    }
+
+    /// Whether the check passes now (the library deletes the member when
+    /// it does not).
+    async fn check(&self) -> bool {
+        let outcome = match tokio::time::timeout(self.check.timeout, self.probe()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "{}: no answer within {:?}",
+                self.check.probe, self.check.timeout
+            )),
+        };
+        let now = if outcome.is_ok() { PASSING } else { FAILING };
+        let before = self.last.swap(now, Ordering::Relaxed);
+        let probe = &self.check.probe;
+        match (before, outcome) {
+            (UNKNOWN, Err(why)) => {
+                warn!(check = %probe, reason = %why, "health check fails; the member is registered once it passes")
+            }
+            (PASSING, Err(why)) => {
+                warn!(check = %probe, reason = %why, "health check failed; deleting the member")
+            }
+            (FAILING, Ok(())) => info!(check = %probe, "health check passes again"),
+            (_, Err(why)) => debug!(check = %probe, reason = %why, "health check still fails"),
+            (_, Ok(())) => debug!(check = %probe, "health check passes"),
+        }
+        now == PASSING
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        let probe = &self.check.probe;
+        match probe {
+            Probe::Tcp(endpoint) => {
+                tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("cannot connect to {endpoint}: {e}"))
+            }
+            Probe::Http(url) => {
+                let Some(http) = &self.http else {
+                    return Err("no HTTP client".into());
+                };
+                let response = http.get(url.clone()).send().await.map_err(|e| {
+                    if e.is_timeout() {
+                        format!("GET {probe}: no answer within {:?}", self.check.timeout)
+                    } else {
+                        // reqwest names the URL without its credentials.
+                        chain(&e)
+                    }
+                })?;
+                let status = response.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("GET {probe} answered {status}"))
+                }
+            }
+        }
+    }
+}
+
+/// An error and its sources, `a: b: c`.
+fn chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
 /// One child as `ls` prints it.
 #[derive(Serialize)]
 struct ChildJson<'a> {
@@ -781,4 +1193,69 @@ async fn ls(signals: &mut Signals, connect: Connect, path: ServerSetPath) -> Res
     };
     close(client, &connect).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_parse() {
+        let tcp = parse_probe("tcp:10.0.0.1:11211").unwrap();
+        assert!(matches!(&tcp, Probe::Tcp(e) if e.host == "10.0.0.1" && e.port == 11211));
+        let tcp = parse_probe("TCP://[::1]:80").unwrap();
+        assert_eq!(tcp.to_string(), "tcp:[::1]:80");
+        let http = parse_probe("http://h:8080/health?x=1").unwrap();
+        assert_eq!(http.to_string(), "http://h:8080/health?x=1");
+        assert!(matches!(
+            parse_probe("HTTPS://h/").unwrap(),
+            Probe::Http(u) if u.scheme() == "https"
+        ));
+        let secret = parse_probe("http://u:secret@h/").unwrap();
+        assert_eq!(secret.to_string(), "http://u:***@h/");
+        for bad in ["", "h:1", "tcp:", "tcp:h", "udp:h:1", "http://", "ftp://h/"] {
+            assert!(parse_probe(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn check_timeout_defaults_to_one_second_at_most_the_interval() {
+        let args = |interval: Option<f64>, timeout: Option<f64>| CheckArgs {
+            check: Some("tcp:h:1".into()),
+            check_interval: interval.map(Duration::from_secs_f64),
+            check_timeout: timeout.map(Duration::from_secs_f64),
+        };
+        let check = args(None, None).validate().unwrap().unwrap();
+        assert_eq!(
+            (check.interval, check.timeout),
+            (Duration::from_secs(1), Duration::from_secs(1))
+        );
+        let check = args(Some(0.2), None).validate().unwrap().unwrap();
+        assert_eq!(check.timeout, Duration::from_secs_f64(0.2));
+        let check = args(Some(5.0), Some(0.5)).validate().unwrap().unwrap();
+        assert_eq!(check.timeout, Duration::from_secs_f64(0.5));
+        assert!(args(Some(1.0), Some(2.0)).validate().is_err());
+    }
+
+    #[test]
+    fn digests_parse_without_echoing_the_password() {
+        assert_eq!(
+            parse_digest("--digest", "u:p:q").unwrap(),
+            ("u".to_owned(), "p:q".to_owned())
+        );
+        assert_eq!(
+            parse_digest("--digest", "u:").unwrap(),
+            ("u".to_owned(), String::new())
+        );
+        for bad in ["secret", ":secret", ""] {
+            let err = parse_digest(DIGEST_ENV, bad).unwrap_err();
+            assert!(err.starts_with(DIGEST_ENV), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -1,26 +1,33 @@
-//! The `serverset` example CLI against a real ZooKeeper: register, watch
-//! (once and streaming, filters, Finagle destinations), ls, signals, usage
-//! errors and an unreachable server.
+//! The `serverset` CLI against a real ZooKeeper: register, watch (once and
+//! streaming, filters, Finagle destinations), ls, signals, health checks
+//! (tcp and http), the digest from the environment, TLS, completions, help
+//! texts, usage errors and an unreachable server.
 //!
 //! The binary is the package's own (`CARGO_BIN_EXE_serverset`), run
-//! as a child process; every child is killed if a test fails.
+//! as a child process; every child is killed if a test fails. Every line a
+//! child prints must end with a newline (checked for every process).
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use serversets::zookeeper_client as zk;
+use zookeeper_client as zk;
 
 /// How long any awaited output or exit may take (bounds a broken run only).
 const DEADLINE: Duration = common::DEADLINE;
+
+/// The environment variable the CLI reads the digest from.
+const DIGEST_ENV: &str = "SERVERSET_DIGEST";
 
 /// The `serverset` binary cargo built for these tests.
 fn binary() -> PathBuf {
@@ -33,6 +40,8 @@ struct Proc {
     name: String,
     child: Child,
     lines: Receiver<String>,
+    /// Set if stdout ended with a line lacking its newline.
+    unterminated: Arc<AtomicBool>,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_reader: Option<JoinHandle<()>>,
     started: Instant,
@@ -59,8 +68,16 @@ impl Outcome {
 
 impl Proc {
     fn spawn(name: &str, args: &[&str]) -> Proc {
+        Proc::spawn_env(name, args, &[])
+    }
+
+    /// Spawns with these environment variables (and never an inherited
+    /// `SERVERSET_DIGEST`).
+    fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(binary())
             .args(args)
+            .env_remove(DIGEST_ENV)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -68,10 +85,24 @@ impl Proc {
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
+        let unterminated = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&unterminated);
         thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match stdout.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                } else {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                if tx.send(text).is_err() {
                     break;
                 }
             }
@@ -92,6 +123,7 @@ impl Proc {
             name: name.to_owned(),
             child,
             lines,
+            unterminated,
             stderr,
             stderr_reader: Some(stderr_reader),
             started: Instant::now(),
@@ -163,6 +195,11 @@ impl Proc {
         if let Some(reader) = self.stderr_reader.take() {
             let _ = reader.join();
         }
+        assert!(
+            !self.unterminated.load(Ordering::SeqCst),
+            "{}: the last stdout line has no newline: {stdout:?}",
+            self.name
+        );
         Outcome {
             status,
             stdout,
@@ -202,7 +239,20 @@ impl Drop for Proc {
 
 /// Runs a command to completion.
 fn run(args: &[&str]) -> Outcome {
-    Proc::spawn(&args.join(" "), args).finish()
+    run_env(args, &[])
+}
+
+/// Runs a command to completion with these environment variables.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    Proc::spawn_env(&args.join(" "), args, env).finish()
+}
+
+/// Every stdout line of a finished command as JSON (one document a line).
+fn json_lines(out: &Outcome) -> Vec<Value> {
+    out.stdout
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 /// Runs `watch ... --once` and returns the array it prints.
@@ -671,4 +721,929 @@ fn ring_prints_the_ketama_server_for_each_key() {
     ] {
         assert_eq!(run(&bad).status.code(), Some(2), "{bad:?}");
     }
+}
+
+/// Runs a command that must fail with a usage error (exit 2, fast, no
+/// output) whose one `error:` line, the last of stderr, contains each of
+/// `needles`; returns that line.
+fn usage_error(args: &[&str], env: &[(&str, &str)], needles: &[&str]) -> String {
+    let out = run_env(args, env);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "{args:?} took {:?}",
+        out.elapsed
+    );
+    let errors = out.error_lines();
+    assert_eq!(errors.len(), 1, "{args:?}: one error line: {out:?}");
+    assert_eq!(
+        out.stderr.lines().last(),
+        Some(errors[0]),
+        "{args:?}: {out:?}"
+    );
+    for needle in needles {
+        assert!(
+            errors[0].contains(needle),
+            "{args:?}: lacks {needle:?}: {out:?}"
+        );
+    }
+    errors[0].to_owned()
+}
+
+/// A fresh directory for a test's files.
+fn scratch_dir(test: &str) -> PathBuf {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cli-{test}-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// Writes `text` to `dir/name` and returns the path as a string.
+fn write_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a test file");
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+#[test]
+fn tls_check_and_digest_usage_errors_exit_2() {
+    // Found before any connection (port 1 is never tried).
+    let z = "127.0.0.1:1";
+    let dir = scratch_dir("usage");
+    let missing = dir.join("missing-ca.pem");
+    let missing = missing.to_str().unwrap();
+    let not_pem = write_file(&dir, "not-pem.txt", "hello\n");
+    let binary_file = dir.join("ca.der");
+    std::fs::write(&binary_file, [0x30, 0x82, 0xff, 0xfe]).unwrap();
+    let binary_file = binary_file.to_str().unwrap();
+    // Looks like PEM, is not: the library refuses it when connecting,
+    // still a usage error.
+    let garbage = write_file(
+        &dir,
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    );
+    let key = write_file(
+        &dir,
+        "key.pem",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    );
+    let encrypted = write_file(
+        &dir,
+        "encrypted.pem",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let dirname = dir.to_str().unwrap();
+
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        // A certificate without its key, and the other way round.
+        (
+            vec![
+                "watch",
+                z,
+                "/a",
+                "--tls-ca",
+                &garbage,
+                "--tls-cert",
+                &garbage,
+            ],
+            vec!["--tls-cert needs --tls-key"],
+        ),
+        (
+            vec!["ls", z, "/a", "--tls-ca", &garbage, "--tls-key", &key],
+            vec!["--tls-key needs --tls-cert"],
+        ),
+        (
+            vec!["ls", z, "/a", "--tls-cert", &garbage, "--tls-key", &key],
+            vec!["need --tls-ca"],
+        ),
+        // Files that cannot be read or are not what they should be, named.
+        (
+            vec!["watch", z, "/a", "--tls-ca", missing, "--once"],
+            vec!["--tls-ca", missing, "cannot read"],
+        ),
+        (
+            vec!["ls", z, "/a", "--tls-ca", dirname],
+            vec!["--tls-ca", dirname, "cannot read"],
+        ),
+        (
+            vec!["ls", z, "/a", "--tls-ca", &not_pem],
+            vec!["--tls-ca", &not_pem, "no PEM certificate"],
+        ),
+        (
+            vec!["ls", z, "/a", "--tls-ca", binary_file],
+            vec!["--tls-ca", binary_file, "not a PEM file"],
+        ),
+        (
+            vec![
+                "register",
+                z,
+                "/a",
+                "h:1",
+                "--tls-ca",
+                &garbage,
+                "--tls-cert",
+                &garbage,
+                "--tls-key",
+                missing,
+            ],
+            vec!["--tls-key", missing, "cannot read"],
+        ),
+        (
+            vec![
+                "ls",
+                z,
+                "/a",
+                "--tls-ca",
+                &garbage,
+                "--tls-cert",
+                &key,
+                "--tls-key",
+                &key,
+            ],
+            vec!["--tls-cert", &key, "no PEM certificate"],
+        ),
+        (
+            vec![
+                "ls",
+                z,
+                "/a",
+                "--tls-ca",
+                &garbage,
+                "--tls-cert",
+                &garbage,
+                "--tls-key",
+                &garbage,
+            ],
+            vec!["--tls-key", &garbage, "no PEM private key"],
+        ),
+        (
+            vec![
+                "ls",
+                z,
+                "/a",
+                "--tls-ca",
+                &garbage,
+                "--tls-cert",
+                &garbage,
+                "--tls-key",
+                &encrypted,
+            ],
+            vec!["--tls-key", &encrypted, "encrypted"],
+        ),
+        // PEM markers around garbage: refused by the TLS library.
+        (vec!["ls", z, "/a", "--tls-ca", &garbage], vec!["TLS", "CA"]),
+        // Health checks.
+        (
+            vec!["register", z, "/a", "h:1", "--check", "ping"],
+            vec!["\"ping\"", "tcp:HOST:PORT", "http://"],
+        ),
+        (
+            vec!["register", z, "/a", "h:1", "--check", "tcp:nohost"],
+            vec!["\"tcp:nohost\""],
+        ),
+        (
+            vec!["register", z, "/a", "h:1", "--check", "tcp:h:99999"],
+            vec!["\"tcp:h:99999\""],
+        ),
+        (
+            vec!["register", z, "/a", "h:1", "--check", "http://"],
+            vec!["\"http://\""],
+        ),
+        (
+            vec!["register", z, "/a", "h:1", "--check-interval", "2"],
+            vec!["--check-interval needs --check"],
+        ),
+        (
+            vec!["register", z, "/a", "h:1", "--check-timeout", "2"],
+            vec!["--check-timeout needs --check"],
+        ),
+        (
+            vec![
+                "register",
+                z,
+                "/a",
+                "h:1",
+                "--check",
+                "tcp:h:1",
+                "--check-interval",
+                "1",
+                "--check-timeout",
+                "2",
+            ],
+            vec!["--check-timeout", "--check-interval"],
+        ),
+    ];
+    for (args, needles) in &cases {
+        usage_error(args, &[], needles);
+    }
+    // clap's own errors (exit 2 too).
+    for args in [
+        vec!["register", z, "/a", "h:1", "--check-interval", "0"],
+        vec!["register", z, "/a", "h:1", "--check"],
+        vec!["watch", z, "/a", "--check", "tcp:h:1"],
+        vec!["ls", z, "/a", "--tls-ca"],
+        vec!["completions"],
+        vec!["completions", "tcsh"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+    }
+
+    // A malformed SERVERSET_DIGEST is named, and its value (a password)
+    // is not echoed; an empty one counts as unset.
+    let line = usage_error(
+        &["ls", z, "/a"],
+        &[(DIGEST_ENV, "hunter2")],
+        &[DIGEST_ENV, "USER:PASS"],
+    );
+    assert!(!line.contains("hunter2"), "{line}");
+    let line = usage_error(
+        &["ls", z, "/a", "--digest", "hunter2"],
+        &[(DIGEST_ENV, "alice:secret")],
+        &["--digest", "USER:PASS"],
+    );
+    assert!(!line.contains("hunter2"), "{line}");
+    let out = run_env(
+        &["ls", z, "/a", "--connect-timeout", "1"],
+        &[(DIGEST_ENV, "")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "reaches the connection: {out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {out:?}");
+        assert!(out.stderr.is_empty(), "{shell}: {out:?}");
+        let script = out.stdout.join("\n");
+        assert!(script.len() > 500, "{shell}: too short: {script}");
+        for word in [
+            "serverset",
+            "watch",
+            "register",
+            "ls",
+            "ring",
+            "completions",
+            // Flags (fish writes them without the dashes).
+            "tls-ca",
+            "check-interval",
+        ] {
+            assert!(script.contains(word), "{shell}: lacks {word}:\n{script}");
+        }
+    }
+    let bash = run(&["completions", "bash"]).stdout.join("\n");
+    assert!(bash.contains("complete -F _serverset"), "{bash}");
+    let zsh = run(&["completions", "zsh"]).stdout;
+    assert_eq!(zsh.first().map(String::as_str), Some("#compdef serverset"));
+    let fish = run(&["completions", "fish"]).stdout.join("\n");
+    assert!(fish.contains("complete -c serverset"), "{fish}");
+    // A shell that bash can load: it defines the completion function.
+    if Command::new("bash").arg("--version").output().is_ok() {
+        let script = scratch_dir("bash").join("serverset.bash");
+        std::fs::write(&script, &bash).unwrap();
+        let status = Command::new("bash")
+            .args([
+                "--norc",
+                "-c",
+                "source \"$0\" && declare -F _serverset",
+                script.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run bash");
+        assert!(status.success(), "bash cannot load the script");
+    }
+}
+
+#[test]
+fn help_of_every_command_says_what_it_prints_and_the_exit_codes() {
+    let top = run(&["--help"]);
+    assert_eq!(top.status.code(), Some(0), "{top:?}");
+    let text = top.stdout.join("\n");
+    for word in [
+        "completions",
+        DIGEST_ENV,
+        "Exit codes",
+        "0 success",
+        "2 usage",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+    for command in ["watch", "register", "ls", "ring", "completions"] {
+        let out = run(&[command, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{command}: {out:?}");
+        let text = out.stdout.join("\n");
+        for word in [
+            "Prints (stdout)",
+            "Exit codes:",
+            "0  success",
+            "1  runtime error",
+            "2  usage error",
+        ] {
+            assert!(
+                text.contains(word),
+                "{command} --help lacks {word:?}:\n{text}"
+            );
+        }
+        if command != "ring" && command != "completions" {
+            for flag in [
+                "--tls-ca",
+                "--tls-cert",
+                "--tls-key",
+                "--digest",
+                DIGEST_ENV,
+            ] {
+                assert!(
+                    text.contains(flag),
+                    "{command} --help lacks {flag}:\n{text}"
+                );
+            }
+        }
+    }
+    let register = run(&["register", "--help"]).stdout.join("\n");
+    for word in [
+        "--check <CHECK>",
+        "tcp:HOST:PORT",
+        "http://HOST:PORT/PATH",
+        "--check-interval",
+        "--check-timeout",
+    ] {
+        assert!(
+            register.contains(word),
+            "register --help lacks {word}:\n{register}"
+        );
+    }
+}
+
+#[test]
+fn digest_comes_from_the_environment_and_the_flag_wins() {
+    let server = common::zookeeper();
+    let zk = server.connect_string();
+    let set = "/discovery/test/locked";
+
+    // A set only the digest identity alice:secret may read and write.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let admin = common::raw(&zk).await;
+        common::mkdir(&admin, "/discovery/test").await;
+        let alice = zk::Client::connector()
+            .with_auth("digest", b"alice:secret")
+            .connect(&zk)
+            .await
+            .expect("connect as alice");
+        alice
+            .create(
+                set,
+                b"",
+                &zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all()),
+            )
+            .await
+            .expect("create the locked set");
+    });
+    let right = [(DIGEST_ENV, "alice:secret")];
+    let wrong = [(DIGEST_ENV, "alice:guess")];
+
+    // Without the digest, registering is refused; with it from the
+    // environment, it works.
+    let out = run(&[
+        "register",
+        &zk,
+        set,
+        "127.0.0.1:9301",
+        "--connect-timeout",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.error_lines()[0].contains("not authorized"), "{out:?}");
+    let mut reg = Proc::spawn_env(
+        "register with the digest from the environment",
+        &["register", &zk, set, "127.0.0.1:9301"],
+        &right,
+    );
+    let znode = reg.line("the member's znode path");
+    assert!(znode.starts_with(&format!("{set}/member_")), "{znode}");
+
+    // ls and watch: refused without it or with a wrong one, fine with it.
+    let refused = |args: &[&str], env: &[(&str, &str)]| {
+        let out = run_env(args, env);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        let errors = out.error_lines();
+        assert_eq!(errors.len(), 1, "{out:?}");
+        assert!(errors[0].contains(set), "{out:?}");
+    };
+    let ls = ["ls", zk.as_str(), set];
+    let watch = ["watch", zk.as_str(), set, "--once"];
+    refused(&ls, &[]);
+    refused(&ls, &wrong);
+    refused(&watch, &wrong);
+    let listed = |args: &[&str], env: &[(&str, &str)]| {
+        let out = run_env(args, env);
+        assert_eq!(out.status.code(), Some(0), "{args:?} {env:?}: {out:?}");
+        json_lines(&out)
+    };
+    let children = listed(&ls, &right);
+    assert_eq!(children.len(), 1, "{children:?}");
+    assert_eq!(children[0]["name"], name_of(&znode));
+    assert_eq!(children[0]["parsed"], true);
+    let members = listed(&watch, &right);
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(
+        names_ports(members[0].as_array().expect("an array")),
+        [(name_of(&znode).to_owned(), 9301)]
+    );
+
+    // --digest wins over the environment, both ways.
+    let children = listed(&["ls", &zk, set, "--digest", "alice:secret"], &wrong);
+    assert_eq!(children.len(), 1, "{children:?}");
+    refused(&["ls", &zk, set, "--digest", "alice:guess"], &right);
+
+    reg.stop("TERM");
+    assert!(listed(&watch, &right)[0]
+        .as_array()
+        .expect("an array")
+        .is_empty());
+}
+
+/// A TCP listener on a fixed loopback port that accepts (and drops)
+/// connections until stopped, and can listen again on the same port. With
+/// [`Listener::answer`] set, it reads an HTTP request head from each
+/// connection first (recording it) and answers with that status line.
+struct Listener {
+    port: u16,
+    answer: Arc<Mutex<Option<String>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Listener {
+    fn start() -> Listener {
+        let mut listener = Listener {
+            port: testkit::free_port().expect("a free port"),
+            answer: Arc::default(),
+            heads: Arc::default(),
+            running: None,
+        };
+        listener.listen();
+        listener
+    }
+
+    /// From now on, answer HTTP requests with this status (`"503 Busy"`).
+    fn answer(&self, status: &str) {
+        *self.answer.lock().unwrap() = Some(status.to_owned());
+    }
+
+    /// The HTTP request heads received so far.
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    fn listen(&mut self) {
+        let socket = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let answer = Arc::clone(&self.answer);
+        let heads = Arc::clone(&self.heads);
+        let thread = thread::spawn(move || {
+            for stream in socket.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let status = answer.lock().unwrap().clone();
+                if let (Ok(stream), Some(status)) = (stream, status) {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut reader = BufReader::new(&stream);
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while matches!(reader.read_line(&mut line), Ok(n) if n > 0) && line != "\r\n" {
+                        head.push_str(&line);
+                        line.clear();
+                    }
+                    heads.lock().unwrap().push(head);
+                    let _ = (&stream).write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+        });
+        self.running = Some((stop, thread));
+    }
+
+    /// Closes the listening socket: connections are refused from now on.
+    fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            stop.store(true, Ordering::SeqCst);
+            // Wakes the accept loop, which then drops the socket.
+            let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The next watch line, which must be a change adding exactly one member
+/// with this port; returns its name.
+fn added_one(watch: &mut Proc, port: u64, size: u64, what: &str) -> String {
+    let change = watch.json(what);
+    assert_eq!(
+        keys(&change),
+        ["added", "removed", "size"].into(),
+        "{change}"
+    );
+    assert_eq!(change["removed"], json!([]), "{what}: {change}");
+    assert_eq!(change["size"], size, "{what}: {change}");
+    let added = change["added"].as_array().expect("added is an array");
+    assert_eq!(added.len(), 1, "{what}: {change}");
+    assert_eq!(keys(&added[0]), member_keys(), "{change}");
+    assert_eq!(added[0]["port"], port, "{what}: {change}");
+    added[0]["member"].as_str().expect("a name").to_owned()
+}
+
+/// The next watch line, which must be a change removing exactly `name`.
+fn removed_one(watch: &mut Proc, name: &str, size: u64, what: &str) {
+    let change = watch.json(what);
+    assert_eq!(change["added"], json!([]), "{what}: {change}");
+    assert_eq!(change["size"], size, "{what}: {change}");
+    let removed = change["removed"].as_array().expect("removed is an array");
+    assert_eq!(removed.len(), 1, "{what}: {change}");
+    assert_eq!(removed[0]["member"], name, "{what}: {change}");
+}
+
+/// Waits (up to [`DEADLINE`]) until the process's stderr contains `text`.
+fn wait_stderr(proc: &Proc, text: &str) {
+    let started = Instant::now();
+    while !proc.stderr_now().contains(text) {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{}: no {text:?} on stderr within {DEADLINE:?}:\n{}",
+            proc.name,
+            proc.stderr_now()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tcp_check_deletes_and_recreates_the_member() {
+    let server = common::zookeeper();
+    let zk = server.connect_string();
+    let set = "/discovery/test/tcp-check";
+    let mut listener = Listener::start();
+    let check = format!("tcp:127.0.0.1:{}", listener.port);
+
+    // Passing at once: registered at once.
+    let (mut reg, first) = register(&[
+        &zk,
+        set,
+        "127.0.0.1:9401",
+        "--check",
+        &check,
+        "--check-interval",
+        "0.2",
+    ]);
+    let mut watch = Proc::spawn("watch", &["watch", &zk, set]);
+    let snapshot = watch.json("the snapshot");
+    assert_eq!(
+        names_ports(snapshot.as_array().expect("an array")),
+        [(name_of(&first).to_owned(), 9401)]
+    );
+
+    // The listener goes: so does the member (the process stays).
+    listener.stop();
+    removed_one(&mut watch, name_of(&first), 0, "member deleted");
+    wait_stderr(&reg, "health check failed");
+    assert!(reg.child.try_wait().unwrap().is_none(), "register exited");
+
+    // It listens again: the member is back, under a new name, printed.
+    listener.listen();
+    let second = reg.line("the re-created member's path");
+    assert_ne!(second, first);
+    assert!(second.starts_with(&format!("{set}/member_")), "{second}");
+    let name = added_one(&mut watch, 9401, 1, "member re-created");
+    assert_eq!(name, name_of(&second));
+
+    // Once more.
+    listener.stop();
+    removed_one(&mut watch, &name, 0, "member deleted again");
+    listener.listen();
+    let third = reg.line("the member's path, third time");
+    assert_eq!(
+        added_one(&mut watch, 9401, 1, "back again"),
+        name_of(&third)
+    );
+
+    reg.stop("TERM");
+    removed_one(&mut watch, name_of(&third), 0, "deregistered");
+    watch.stop("TERM");
+}
+
+#[test]
+fn check_failing_at_start_registers_once_it_passes() {
+    let server = common::zookeeper();
+    let zk = server.connect_string();
+    let set = "/discovery/test/late";
+    let mut listener = Listener::start();
+    listener.stop();
+    let check = format!("tcp:127.0.0.1:{}", listener.port);
+
+    let mut reg = Proc::spawn(
+        "register",
+        &[
+            "register",
+            &zk,
+            set,
+            "127.0.0.1:9501",
+            "--check",
+            &check,
+            "--check-interval",
+            "0.2",
+        ],
+    );
+    wait_stderr(&reg, "health check fails");
+    let stderr = reg.stderr_now();
+    assert!(stderr.contains("refused"), "the reason: {stderr}");
+    assert!(once(&["watch", &zk, set, "--once"]).is_empty());
+
+    listener.listen();
+    let znode = reg.line("the member's path once the check passes");
+    assert_eq!(
+        names_ports(&once(&["watch", &zk, set, "--once"])),
+        [(name_of(&znode).to_owned(), 9501)]
+    );
+    reg.stop("INT");
+    assert!(once(&["watch", &zk, set, "--once"]).is_empty());
+}
+
+#[test]
+fn http_check_deletes_and_recreates_the_member() {
+    let server = common::zookeeper();
+    let zk = server.connect_string();
+    let set = "/discovery/test/http-check";
+    let mut http = testkit::HttpServer::start("health").expect("start the HTTP server");
+    let check = format!("{}/health?deep=1", http.url());
+
+    let (mut reg, first) = register(&[
+        &zk,
+        set,
+        &http.endpoint(),
+        "--check",
+        &check,
+        "--check-interval",
+        "0.3",
+        "--check-timeout",
+        "0.25",
+    ]);
+    let port = u64::from(http.port());
+    let mut watch = Proc::spawn("watch", &["watch", &zk, set]);
+    let snapshot = watch.json("the snapshot");
+    assert_eq!(
+        names_ports(snapshot.as_array().expect("an array")),
+        [(name_of(&first).to_owned(), port)]
+    );
+    let paths = http.paths();
+    assert!(!paths.is_empty());
+    assert!(paths.iter().all(|p| p == "/health?deep=1"), "{paths:?}");
+
+    // The server goes away, and comes back.
+    http.stop();
+    removed_one(&mut watch, name_of(&first), 0, "member deleted");
+    http.start_again().expect("restart the HTTP server");
+    let second = reg.line("the re-created member's path");
+    assert_ne!(second, first);
+    let name = added_one(&mut watch, port, 1, "member re-created");
+    assert_eq!(name, name_of(&second));
+
+    // A server that accepts but does not answer fails the check by its
+    // timeout; answering again passes it.
+    http.set_hanging(true);
+    removed_one(&mut watch, &name, 0, "member deleted (no answer)");
+    wait_stderr(&reg, "no answer within");
+    http.set_hanging(false);
+    let third = reg.line("the member's path, third time");
+    assert_eq!(
+        added_one(&mut watch, port, 1, "back again"),
+        name_of(&third)
+    );
+
+    reg.stop("TERM");
+    removed_one(&mut watch, name_of(&third), 0, "deregistered");
+    watch.stop("TERM");
+}
+
+#[test]
+fn json_output_is_one_document_per_line() {
+    let server = common::zookeeper();
+    let zk = server.connect_string();
+    let set = "/discovery/test/lines";
+    // Values with newlines, tabs, quotes and non-ASCII must stay on one line.
+    let tricky = "line one\nline two\t\"quoted\" é\r\n";
+
+    let (mut a, a_path) = register(&[
+        &zk,
+        set,
+        "127.0.0.1:9601",
+        "--metadata",
+        &format!("note={tricky}"),
+        "--additional",
+        "http=127.0.0.1:9602",
+    ]);
+    let out = run(&["watch", &zk, set, "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "one line: {out:?}");
+    let members = lines[0].as_array().expect("an array");
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["member"], name_of(&a_path));
+    assert_eq!(members[0]["metadata"], json!({ "note": tricky }));
+    assert_eq!(
+        members[0]["additional"],
+        json!({"http": {"host": "127.0.0.1", "port": 9602}})
+    );
+
+    let out = run(&["ls", &zk, set]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let children = json_lines(&out);
+    assert_eq!(children.len(), 1, "{out:?}");
+    assert_eq!(children[0]["name"], name_of(&a_path));
+    let data: Value =
+        serde_json::from_str(children[0]["data"].as_str().expect("data")).expect("member JSON");
+    assert_eq!(data["metadata"], json!({ "note": tricky }));
+
+    // Streaming: the snapshot, then each change, one line each.
+    let mut watch = Proc::spawn("watch", &["watch", &zk, set]);
+    let snapshot = watch.json("the snapshot");
+    assert_eq!(snapshot.as_array().map(Vec::len), Some(1), "{snapshot}");
+    let (mut b, b_path) = register(&[
+        &zk,
+        set,
+        "127.0.0.1:9603",
+        "--metadata",
+        &format!("note={tricky}"),
+    ]);
+    let name = added_one(&mut watch, 9603, 2, "b added");
+    assert_eq!(name, name_of(&b_path));
+    a.stop("TERM");
+    removed_one(&mut watch, name_of(&a_path), 1, "a removed");
+    b.stop("TERM");
+    removed_one(&mut watch, name_of(&b_path), 0, "b removed");
+    watch.stop("TERM");
+}
+
+#[test]
+fn watch_and_register_over_tls_with_a_client_certificate() {
+    let certs = testkit::TestCerts::generate().expect("certificates");
+    common::init_tracing();
+    let server = testkit::ZooKeeper::start_tls(&certs, testkit::ClientAuth::Need)
+        .expect("start ZooKeeper with TLS");
+    let secure = server.secure_connect_string().expect("a TLS port");
+    let dir = scratch_dir("tls");
+    let ca = write_file(&dir, "ca.pem", &certs.ca_pem);
+    let cert = write_file(&dir, "client.pem", &certs.client_cert_pem);
+    let key = write_file(&dir, "client.key", &certs.client_key_pem);
+    let tls = [
+        "--tls-ca",
+        ca.as_str(),
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    let set = "/discovery/test/tls";
+
+    let mut args = vec![secure.as_str(), set, "127.0.0.1:9701"];
+    args.extend(tls);
+    let (mut reg, znode) = register(&args);
+    assert!(znode.starts_with(&format!("{set}/member_")), "{znode}");
+
+    let mut args = vec!["watch", &secure, set, "--once"];
+    args.extend(tls);
+    assert_eq!(
+        names_ports(&once(&args)),
+        [(name_of(&znode).to_owned(), 9701)]
+    );
+    // The same set through the plain port, for comparison.
+    assert_eq!(
+        names_ports(&once(&["watch", &server.connect_string(), set, "--once"])),
+        [(name_of(&znode).to_owned(), 9701)]
+    );
+
+    // Without the client certificate the server refuses us: a runtime
+    // error naming the address, within the connect timeout.
+    let out = run(&[
+        "watch",
+        &secure,
+        set,
+        "--once",
+        "--tls-ca",
+        &ca,
+        "--connect-timeout",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let errors = out.error_lines();
+    assert_eq!(errors.len(), 1, "{out:?}");
+    assert!(errors[0].contains(&secure), "{out:?}");
+
+    reg.stop("TERM");
+    let mut args = vec!["ls", &secure, set];
+    args.extend(tls);
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn http_check_needs_a_2xx_answer() {
+    let server = common::zookeeper();
+    let zk = server.connect_string();
+    let set = "/discovery/test/http-status";
+    let listener = Listener::start();
+    listener.answer("503 Service Unavailable");
+    // Credentials in the URL go as basic auth, and are never shown.
+    let check = format!("http://probe:pa55word@127.0.0.1:{}/ready", listener.port);
+
+    let mut reg = Proc::spawn(
+        "register",
+        &[
+            "register",
+            &zk,
+            set,
+            "127.0.0.1:9801",
+            "--check",
+            &check,
+            "--check-interval",
+            "0.2",
+        ],
+    );
+    wait_stderr(&reg, "answered 503 Service Unavailable");
+    assert!(once(&["watch", &zk, set, "--once"]).is_empty());
+    let heads = listener.heads();
+    let head = heads[0].to_ascii_lowercase();
+    assert!(head.starts_with("get /ready http/1.1\r\n"), "{head}");
+    // base64("probe:pa55word")
+    assert!(
+        head.contains(
+            "authorization: basic cHJvYmU6cGE1NXdvcmQ="
+                .to_ascii_lowercase()
+                .as_str()
+        ),
+        "{head}"
+    );
+
+    listener.answer("204 No Content");
+    let znode = reg.line("the member's path once the check passes");
+    let mut watch = Proc::spawn("watch", &["watch", &zk, set]);
+    let snapshot = watch.json("the snapshot");
+    assert_eq!(
+        names_ports(snapshot.as_array().expect("an array")),
+        [(name_of(&znode).to_owned(), 9801)]
+    );
+
+    // A redirect is not followed: it fails the check.
+    listener.answer("302 Found\r\nLocation: /elsewhere");
+    removed_one(&mut watch, name_of(&znode), 0, "deleted on a redirect");
+    wait_stderr(&reg, "answered 302 Found");
+    assert!(
+        listener
+            .heads()
+            .iter()
+            .all(|h| h.starts_with("GET /ready ")),
+        "never followed the redirect"
+    );
+
+    reg.stop("TERM");
+    watch.stop("TERM");
+    assert!(
+        !reg.stderr_now().contains("pa55word"),
+        "{}",
+        reg.stderr_now()
+    );
 }

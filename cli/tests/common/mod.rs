@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serversets::zookeeper_client as zk;
 use serversets::{Client, Endpoint, Member, ServerSetPath, Snapshot, Watch};
+use zookeeper_client as zk;
 
 /// How long any awaited event may take before a test fails. Generous:
 /// tests wait on events, this only bounds a broken run.

@@ -19,6 +19,9 @@ pub enum Error {
         path: String,
         /// What is wrong.
         reason: String,
+        /// reqwest's error, when it refused to build the request.
+        #[source]
+        source: Option<reqwest::Error>,
     },
     /// The attempt got no response within the set's attempt timeout (see
     /// [`HttpSetBuilder::attempt_timeout`](crate::HttpSetBuilder::attempt_timeout);

@@ -188,7 +188,7 @@ impl RequestBuilder {
             );
             let mut request = match builder.build() {
                 Ok(request) => request,
-                Err(e) => return Err(invalid(path, e.to_string())),
+                Err(e) => return Err(unbuildable(path, e)),
             };
             // What a second attempt needs, taken before the first consumes
             // the request; small, so that the future stays small too.
@@ -236,9 +236,22 @@ impl RequestBuilder {
     }
 }
 
-/// The invalid-request error for `path`.
+/// The invalid-request error for `path` that reqwest would not build.
+fn unbuildable(path: String, source: reqwest::Error) -> Error {
+    Error::InvalidRequest {
+        path,
+        reason: "reqwest cannot build it".to_owned(),
+        source: Some(source),
+    }
+}
+
+/// The invalid-request error for `path`, with no error behind it.
 fn invalid(path: String, reason: String) -> Error {
-    Error::InvalidRequest { path, reason }
+    Error::InvalidRequest {
+        path,
+        reason,
+        source: None,
+    }
 }
 
 /// The attempts after a first one failed in a way that may be retried.
@@ -297,7 +310,7 @@ impl Retry<'_> {
             let mut request =
                 match spare.into_request(set, snapshot, endpoints, index, &method, &path) {
                     Ok(request) => request,
-                    Err(e) => return Err(invalid(path, e.to_string())),
+                    Err(e) => return Err(unbuildable(path, e)),
                 };
             if let Err(reason) = point_at(request.url_mut(), &other.endpoint) {
                 return Err(invalid(path, reason));

@@ -92,17 +92,16 @@ pub(crate) struct Limits {
 
 impl Server {
     pub(crate) fn new(endpoint: Endpoint, accrual: &Accrual, limits: &Limits) -> Self {
-        let options = serversets_pool::Options {
-            max_idle: limits.max_idle,
-            max_active: limits.max_connections.max(1),
-            idle_timeout: Some(Duration::from_secs(60)),
+        let options = serversets_pool::Options::new()
+            .max_idle(limits.max_idle)
+            .max_active(limits.max_connections.max(1))
+            .idle_timeout(Some(Duration::from_secs(60)))
             // A connect gets at most 90 % of the deadline, so that its own
             // timeout (which counts against the server) comes first.
-            connect_timeout: limits.connect_timeout.min(limits.timeout.mul_f64(0.9)),
-            checkout_timeout: limits.timeout,
+            .connect_timeout(limits.connect_timeout.min(limits.timeout.mul_f64(0.9)))
+            .checkout_timeout(limits.timeout)
             // The server's accrual is the memcache set's, not the pool's.
-            failure_accrual: serversets::accrual::FailureAccrual::disabled(),
-        };
+            .failure_accrual(serversets::accrual::FailureAccrual::disabled());
         let only = serversets::FixedSet::from_endpoints([endpoint.clone()]);
         Server {
             pool: PoolSet::with_options(only, MemcacheConnector, options),

@@ -22,11 +22,11 @@
 //!   [`serversets::accrual`]. Failed or timed-out connects and connections
 //!   marked broken ([`Pooled::mark_broken`]) count as failures; a
 //!   connection returned healthy resets the count. After
-//!   [`Options::failure_accrual`]'s failures in a row (default 5) the endpoint is
-//!   marked dead and skipped for a jittered backoff (default 100 ms,
-//!   doubling up to 1 s) and its idle connections are closed; then one
-//!   checkout probes it with a new connection, which revives it or marks
-//!   it dead again. The last live endpoint is never marked dead, and when
+//!   [`Options::failure_accrual()`]'s failures in a row (default 5) the
+//!   endpoint is marked dead and skipped for a jittered backoff (default
+//!   100 ms, doubling up to 1 s) and its idle connections are closed; then
+//!   one checkout probes it with a new connection, which revives it or
+//!   marks it dead again. The last live endpoint is never marked dead, and when
 //!   every endpoint left to try is dead a checkout still uses one.
 //!   [`PoolSet::accrual_stats`] counts markings and revivals. A failed
 //!   connect is retried on other endpoints.
@@ -45,11 +45,11 @@
 //! use tokio::io::AsyncWriteExt;
 //!
 //! let servers = serversets::FixedSet::parse("10.0.0.1:9090,10.0.0.2:9090")?;
-//! let pool = PoolSet::with_options(servers, TcpConnector::new(), Options {
-//!     max_active: 16,
-//!     connect_timeout: Duration::from_millis(250),
-//!     ..Options::default()
-//! });
+//! let options = Options::new()
+//!     .max_active(16)
+//!     .connect_timeout(Duration::from_millis(250))
+//!     .checkout_timeout(Duration::from_millis(200));
+//! let pool = PoolSet::with_options(servers, TcpConnector::new(), options);
 //! let mut conn = pool.checkout().await?;
 //! println!("talking to {}", conn.endpoint());
 //! conn.write_all(b"ping\n").await?;

@@ -24,10 +24,11 @@ use crate::slot::{lock, Pooled, Reservation, Signal, Slot};
 /// A checkout goes to the endpoint with the fewest active (checked-out)
 /// connections, ties broken at random, and hands out its newest idle
 /// connection or opens one. Endpoints that keep failing are marked dead
-/// for a while by the shared failure accrual (see [`Options::failure_accrual`]);
-/// a failed connect is retried on other endpoints. The pool follows its
-/// [`Source`] by itself: endpoints that leave are drained, new ones are
-/// used at once. Cloning is cheap and shares the pools.
+/// for a while by the shared failure accrual (see
+/// [`Options::failure_accrual()`]); a failed connect is retried on other
+/// endpoints. The pool follows its [`Source`] by itself: endpoints that
+/// leave are drained, new ones are used at once. Cloning is cheap and
+/// shares the pools.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -375,6 +376,20 @@ impl<C: Connector> PoolSet<C> {
     }
 
     /// A pool with these options.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use serversets_pool::{Options, PoolSet, TcpConnector};
+    ///
+    /// let servers = serversets::FixedSet::parse("127.0.0.1:7000,127.0.0.1:7001")?;
+    /// let options = Options::new()
+    ///     .max_active(16)
+    ///     .checkout_timeout(Duration::from_millis(200));
+    /// let pool = PoolSet::with_options(servers, TcpConnector::new(), options);
+    /// assert_eq!(pool.options().max_active, 16);
+    /// # Ok(()) }
+    /// ```
     pub fn with_options(source: impl Source, connector: C, options: Options) -> Self {
         let changes = source.changes();
         let connector = Arc::new(connector);
@@ -398,7 +413,7 @@ impl<C: Connector> PoolSet<C> {
     /// idle connection or a new one (a dead endpoint whose backoff is over
     /// is probed with a new connection). A failed connect is retried on
     /// other endpoints, up to one try per endpoint. When every endpoint is
-    /// at [`Options::max_active`], waits up to [`Options::checkout_timeout`].
+    /// at [`Options::max_active()`], waits up to [`Options::checkout_timeout()`].
     pub async fn checkout(&self) -> Result<Pooled<C::Connection>, Error> {
         let inner = &*self.inner;
         let shared = &*inner.shared;

@@ -247,7 +247,7 @@ impl<T> Pooled<T> {
 
     /// Marks the connection broken: it is closed instead of returned, and
     /// counts as a failure of its endpoint (see
-    /// [`Options::failure_accrual`](crate::Options::failure_accrual)). To close a
+    /// [`Options::failure_accrual()`](crate::Options::failure_accrual())). To close a
     /// connection without blaming the endpoint, use
     /// [`Connector::is_broken`](crate::Connector::is_broken).
     pub fn mark_broken(&mut self) {

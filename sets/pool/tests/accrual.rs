@@ -114,10 +114,7 @@ fn pool(
     PoolSet::with_options(
         FixedSet::from_endpoints(endpoints),
         Fake::default(),
-        Options {
-            failure_accrual,
-            ..Options::default()
-        },
+        Options::new().failure_accrual(failure_accrual),
     )
 }
 
@@ -305,16 +302,16 @@ async fn a_checkout_waiting_at_max_active_wakes_when_a_dead_endpoint_may_be_prob
     let pool = PoolSet::with_options(
         FixedSet::from_endpoints([a.clone(), b.clone()]),
         Fake::default(),
-        Options {
-            max_active: 1,
+        Options::new()
+            .max_active(1)
             // Far longer than the test: only B's backoff can end the wait.
-            checkout_timeout: Duration::from_secs(600),
-            failure_accrual: FailureAccrual::new()
-                .consecutive_failures(1)
-                .backoff(Duration::from_millis(100), Duration::from_millis(100))
-                .jitter(false),
-            ..Options::default()
-        },
+            .checkout_timeout(Duration::from_secs(600))
+            .failure_accrual(
+                FailureAccrual::new()
+                    .consecutive_failures(1)
+                    .backoff(Duration::from_millis(100), Duration::from_millis(100))
+                    .jitter(false),
+            ),
     );
     let fake = pool.connector();
     fake.set(

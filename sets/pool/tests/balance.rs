@@ -62,14 +62,7 @@ async fn each_checkout_goes_to_an_endpoint_with_the_fewest_active() {
 async fn sixty_concurrent_checkouts_spread_exactly_evenly() {
     let servers = servers(3).await;
     let set = FixedSet::from_endpoints(servers.iter().map(|s| s.endpoint()));
-    let pool = PoolSet::with_options(
-        set,
-        TcpConnector::new(),
-        Options {
-            max_idle: 32,
-            ..Options::default()
-        },
-    );
+    let pool = PoolSet::with_options(set, TcpConnector::new(), Options::new().max_idle(32));
 
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let (chosen_tx, mut chosen_rx) = tokio::sync::mpsc::unbounded_channel();

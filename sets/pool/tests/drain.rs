@@ -11,14 +11,7 @@ async fn a_removed_endpoint_drains_and_an_added_one_is_used_at_once() {
     let servers = servers(3).await;
     let (a, b, c) = (&servers[0], &servers[1], &servers[2]);
     let set = FixedSet::from_endpoints([a.endpoint(), b.endpoint()]);
-    let pool = PoolSet::with_options(
-        set.clone(),
-        TcpConnector::new(),
-        Options {
-            max_idle: 8,
-            ..Options::default()
-        },
-    );
+    let pool = PoolSet::with_options(set.clone(), TcpConnector::new(), Options::new().max_idle(8));
 
     // 3 on each of A and B.
     let mut held = Vec::new();

@@ -16,13 +16,12 @@ use serversets_pool::{
 use tokio::net::TcpStream;
 
 fn options(base_backoff: Duration) -> Options {
-    Options {
-        failure_accrual: FailureAccrual::new()
+    Options::new().failure_accrual(
+        FailureAccrual::new()
             .consecutive_failures(3)
             .backoff(base_backoff, base_backoff * 2)
             .jitter(false),
-        ..Options::default()
-    }
+    )
 }
 
 /// A TCP connector counting the connects it starts to `target`.

@@ -38,10 +38,7 @@ async fn at_most_max_idle_connections_are_kept() {
     let pool = PoolSet::with_options(
         FixedSet::from_endpoints([server.endpoint()]),
         TcpConnector::new(),
-        Options {
-            max_idle: 2,
-            ..Options::default()
-        },
+        Options::new().max_idle(2),
     );
 
     let mut held = Vec::new();
@@ -79,10 +76,7 @@ async fn idle_connections_older_than_the_idle_timeout_are_closed() {
     let pool = PoolSet::with_options(
         FixedSet::from_endpoints([server.endpoint()]),
         TcpConnector::new(),
-        Options {
-            idle_timeout: Some(Duration::from_millis(100)),
-            ..Options::default()
-        },
+        Options::new().idle_timeout(Some(Duration::from_millis(100))),
     );
 
     // Swept by the pool with no checkout at all.
@@ -97,11 +91,9 @@ async fn idle_connections_older_than_the_idle_timeout_are_closed() {
     let pool = PoolSet::with_options(
         FixedSet::from_endpoints([server.endpoint()]),
         TcpConnector::new(),
-        Options {
+        Options::new()
             // The sweep runs every 10 minutes: only checkouts discard.
-            idle_timeout: Some(Duration::from_secs(1200)),
-            ..Options::default()
-        },
+            .idle_timeout(Some(Duration::from_secs(1200))),
     );
     let mut conn = pool.checkout().await.expect("checkout");
     round_trip(&mut conn, b"x").await;
@@ -124,11 +116,9 @@ async fn a_stale_idle_connection_is_replaced_on_checkout() {
     let pool = PoolSet::with_options(
         FixedSet::from_endpoints([server.endpoint()]),
         TcpConnector::new(),
-        Options {
-            idle_timeout: Some(Duration::from_millis(50)),
-            max_idle: 4,
-            ..Options::default()
-        },
+        Options::new()
+            .idle_timeout(Some(Duration::from_millis(50)))
+            .max_idle(4),
     );
     let mut first = pool.checkout().await.expect("checkout");
     round_trip(&mut first, b"x").await;

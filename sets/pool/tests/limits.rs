@@ -13,11 +13,9 @@ use serversets::{Changes, Endpoint, Publisher, Snapshot, Source};
 use serversets_pool::{Connector, Error, Options, PoolSet, TcpConnector};
 
 fn limited(max_active: usize, checkout_timeout: Duration) -> Options {
-    Options {
-        max_active,
-        checkout_timeout,
-        ..Options::default()
-    }
+    Options::new()
+        .max_active(max_active)
+        .checkout_timeout(checkout_timeout)
 }
 
 /// Whether `future` is still pending after a short while (a failure here
@@ -236,11 +234,9 @@ async fn connects_time_out_and_cancelled_checkouts_release_their_slot() {
     let pool = PoolSet::with_options(
         FixedSet::from_endpoints([slow.clone()]),
         connector,
-        Options {
-            connect_timeout: Duration::from_millis(100),
-            max_active: 1,
-            ..Options::default()
-        },
+        Options::new()
+            .connect_timeout(Duration::from_millis(100))
+            .max_active(1),
     );
     match pool.checkout().await {
         Err(error @ Error::ConnectTimeout { .. }) => {
@@ -255,11 +251,9 @@ async fn connects_time_out_and_cancelled_checkouts_release_their_slot() {
     let pool = PoolSet::with_options(
         FixedSet::from_endpoints([slow.clone()]),
         connector,
-        Options {
-            connect_timeout: Duration::from_secs(600),
-            max_active: 1,
-            ..Options::default()
-        },
+        Options::new()
+            .connect_timeout(Duration::from_secs(600))
+            .max_active(1),
     );
     let mut checkout = Box::pin(pool.checkout());
     assert!(still_pending(&mut checkout).await, "connecting forever");

@@ -163,7 +163,7 @@ impl<S> Discovery<S> {
         Discovery {
             make: Box::new(make),
             initial: Some(initial),
-            changes: Some(changes.into_stream().boxed()),
+            changes: Some(changes.boxed()),
             pending: VecDeque::new(),
             live: HashSet::new(),
         }
