@@ -10,6 +10,7 @@ use crate::member::{member_sequence, Member};
 /// One live member as a watch serves it: the selected endpoint, its weight
 /// and the member's full data.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Entry {
     /// The member's znode name (`member_0000000007`).
     pub name: String,

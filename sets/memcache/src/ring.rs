@@ -624,13 +624,12 @@ mod tests {
             let endpoint = Endpoint::new("10.0.0.1", port);
             let mut member = Member::new(endpoint.clone());
             member.shard = shard;
-            Entry {
-                name: format!("member_{port:010}"),
-                sequence: Some(u64::from(port)),
+            Entry::new(
+                &format!("member_{port:010}"),
                 endpoint,
-                weight: 1.0,
-                member: Arc::new(member),
-            }
+                1.0,
+                Arc::new(member),
+            )
         };
         let sharded = entry(11211, Some(7));
         let plain = entry(11212, None);

@@ -79,6 +79,7 @@ impl<C: Connector> std::fmt::Debug for PoolSet<C> {
 
 /// What one endpoint's pool looks like now (see [`PoolSet::stats`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EndpointStats {
     /// The endpoint.
     pub endpoint: Endpoint,
