@@ -1,12 +1,10 @@
-//! Shared helpers for the integration tests: a real ZooKeeper per test,
-//! clients, and waits on events with generous deadlines.
+//! Helpers for the CLI tests: a real ZooKeeper per test, clients, and waits on
+//! events with generous deadlines (the part of the core's tests/common
+//! they use; a crate's tests cannot share a module with another crate's).
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serversets::{Client, Endpoint, Member, ServerSetPath, Snapshot, Watch};
 use zookeeper_client as zk;
 
 /// How long any awaited event may take before a test fails. Generous:
@@ -27,16 +25,6 @@ pub fn zookeeper() -> testkit::ZooKeeper {
     testkit::ZooKeeper::start().expect("start ZooKeeper")
 }
 
-/// A serversets client with a short session timeout.
-pub async fn client(connect: &str) -> Client {
-    Client::builder(connect)
-        .session_timeout(Duration::from_secs(6))
-        .connect_timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("connect")
-}
-
 /// A raw ZooKeeper client, standing for "another client" (a JVM service).
 pub async fn raw(connect: &str) -> zk::Client {
     zk::Client::connector()
@@ -44,51 +32,6 @@ pub async fn raw(connect: &str) -> zk::Client {
         .connect(connect)
         .await
         .expect("raw connect")
-}
-
-/// A member on loopback with this port.
-pub fn member(port: u16) -> Member {
-    Member::new(Endpoint::new("127.0.0.1", port))
-}
-
-pub fn path(p: &str) -> ServerSetPath {
-    ServerSetPath::new(p).expect("valid path")
-}
-
-/// Bounds a future by [`DEADLINE`].
-pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(DEADLINE, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
-    }
-}
-
-/// Waits until the watch's set satisfies `pred` (checked now and at every
-/// change), and returns that snapshot.
-pub async fn wait_set(
-    watch: &Watch,
-    what: &str,
-    pred: impl Fn(&Snapshot) -> bool,
-) -> Arc<Snapshot> {
-    let mut changes = watch.changes();
-    within(what, async {
-        let now = watch.current();
-        if pred(&now) {
-            return now;
-        }
-        loop {
-            let change = changes.next().await.expect("watch ended");
-            if pred(&change.snapshot) {
-                return change.snapshot;
-            }
-        }
-    })
-    .await
-}
-
-/// The ports of a snapshot's endpoints, in snapshot order.
-pub fn ports(snapshot: &Snapshot) -> Vec<u16> {
-    snapshot.endpoints().map(|e| e.port).collect()
 }
 
 /// Creates a parent path (persistent) with a raw client.
@@ -113,18 +56,4 @@ pub async fn raw_member(raw: &zk::Client, path: &str, data: &[u8]) -> String {
         .await
         .expect("create member");
     format!("{prefix}{seq}")
-}
-
-/// Member children of `path` and their data, read with a raw client.
-pub async fn member_nodes(raw: &zk::Client, path: &str) -> Vec<(String, Vec<u8>)> {
-    let mut names = raw.list_children(path).await.expect("list");
-    names.retain(|n| n.starts_with("member_"));
-    names.sort();
-    let mut out = Vec::new();
-    for name in names {
-        if let Ok((data, _)) = raw.get_data(&format!("{path}/{name}")).await {
-            out.push((name, data));
-        }
-    }
-    out
 }

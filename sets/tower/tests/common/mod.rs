@@ -1,13 +1,13 @@
-//! Shared helpers for the integration tests: a real ZooKeeper per test,
-//! clients, and waits on events with generous deadlines.
+//! Helpers for the gRPC test: a real ZooKeeper per test, clients, and waits on
+//! events with generous deadlines (the part of the core's tests/common
+//! they use; a crate's tests cannot share a module with another crate's).
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serversets::{Client, Endpoint, Member, ServerSetPath, Snapshot, Watch};
-use zookeeper_client as zk;
+use serversets::{Client, ServerSetPath, Snapshot, Watch};
 
 /// How long any awaited event may take before a test fails. Generous:
 /// tests wait on events, this only bounds a broken run.
@@ -35,20 +35,6 @@ pub async fn client(connect: &str) -> Client {
         .connect()
         .await
         .expect("connect")
-}
-
-/// A raw ZooKeeper client, standing for "another client" (a JVM service).
-pub async fn raw(connect: &str) -> zk::Client {
-    zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(6))
-        .connect(connect)
-        .await
-        .expect("raw connect")
-}
-
-/// A member on loopback with this port.
-pub fn member(port: u16) -> Member {
-    Member::new(Endpoint::new("127.0.0.1", port))
 }
 
 pub fn path(p: &str) -> ServerSetPath {
@@ -89,42 +75,4 @@ pub async fn wait_set(
 /// The ports of a snapshot's endpoints, in snapshot order.
 pub fn ports(snapshot: &Snapshot) -> Vec<u16> {
     snapshot.endpoints().map(|e| e.port).collect()
-}
-
-/// Creates a parent path (persistent) with a raw client.
-pub async fn mkdir(raw: &zk::Client, path: &str) {
-    raw.mkdir(
-        path,
-        &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
-    )
-    .await
-    .expect("mkdir");
-}
-
-/// Creates a raw member node with `data`; returns its full path.
-pub async fn raw_member(raw: &zk::Client, path: &str, data: &[u8]) -> String {
-    let prefix = format!("{path}/member_");
-    let (_, seq) = raw
-        .create(
-            &prefix,
-            data,
-            &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
-        )
-        .await
-        .expect("create member");
-    format!("{prefix}{seq}")
-}
-
-/// Member children of `path` and their data, read with a raw client.
-pub async fn member_nodes(raw: &zk::Client, path: &str) -> Vec<(String, Vec<u8>)> {
-    let mut names = raw.list_children(path).await.expect("list");
-    names.retain(|n| n.starts_with("member_"));
-    names.sort();
-    let mut out = Vec::new();
-    for name in names {
-        if let Ok((data, _)) = raw.get_data(&format!("{path}/{name}")).await {
-            out.push((name, data));
-        }
-    }
-    out
 }
