@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::endpoint::Endpoint;
@@ -35,33 +34,6 @@ pub enum DecodeError {
     ServiceEndpoint(&'static str),
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireMember<'a> {
-    service_endpoint: WireEndpoint<'a>,
-    additional_endpoints: BTreeMap<&'a str, WireEndpoint<'a>>,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shard: Option<i32>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    metadata: &'a BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-struct WireEndpoint<'a> {
-    host: &'a str,
-    port: u16,
-}
-
-impl<'a> From<&'a Endpoint> for WireEndpoint<'a> {
-    fn from(e: &'a Endpoint) -> Self {
-        WireEndpoint {
-            host: &e.host,
-            port: e.port,
-        }
-    }
-}
-
 /// Encodes a member as Finagle JSON.
 ///
 /// ```
@@ -74,19 +46,9 @@ impl<'a> From<&'a Endpoint> for WireEndpoint<'a> {
 /// );
 /// ```
 pub fn encode(member: &Member) -> Vec<u8> {
-    let wire = WireMember {
-        service_endpoint: (&member.service_endpoint).into(),
-        additional_endpoints: member
-            .additional_endpoints
-            .iter()
-            .map(|(name, e)| (name.as_str(), e.into()))
-            .collect(),
-        status: member.status.as_str(),
-        shard: member.shard,
-        metadata: &member.metadata,
-    };
-    // Serializing plain strings, integers and maps cannot fail.
-    serde_json::to_vec(&wire).unwrap_or_default()
+    // `Member`'s `Serialize` is Finagle's JSON. Serializing plain strings,
+    // integers and maps cannot fail.
+    serde_json::to_vec(member).unwrap_or_default()
 }
 
 /// A decoded member and the non-fatal problems found while reading it.

@@ -198,11 +198,16 @@ mod tests {
             .with_additional("http", Endpoint::new("10.0.0.1", 8080))
             .with_shard(3)
             .with_metadata("zone", "eu-1");
+        let json = serde_json::to_string(&full).expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"serviceEndpoint":{"host":"10.0.0.1","port":9090},"additionalEndpoints":{"http":{"host":"10.0.0.1","port":8080}},"status":"ALIVE","shard":3,"metadata":{"zone":"eu-1"}}"#
+        );
         for member in [Member::new(Endpoint::new("::1", 1)), full] {
             let ours = serde_json::to_value(&member).expect("serialize");
-            let codec: serde_json::Value =
-                serde_json::from_slice(&crate::codec::encode(&member)).expect("codec JSON");
-            assert_eq!(ours, codec);
+            // The lenient reader reads it back the same.
+            let decoded = crate::codec::decode(ours.to_string().as_bytes()).expect("decode");
+            assert_eq!(decoded.member, member);
             let back: Member = serde_json::from_value(ours).expect("deserialize");
             assert_eq!(back, member);
         }
