@@ -39,6 +39,18 @@ struct Run {
     times: Vec<Duration>,
 }
 
+impl Run {
+    /// Counts one get of key `i` begun at `started`: its value checked.
+    fn count(&mut self, i: usize, started: Instant, got: Result<Option<&[u8]>, ()>) {
+        match got {
+            Ok(Some(v)) if v == value_of(i).as_slice() => self.ok += 1,
+            Ok(_) => self.wrong += 1,
+            Err(()) => self.errors += 1,
+        }
+        self.times.push(started.elapsed());
+    }
+}
+
 fn merge(runs: Vec<Run>) -> Run {
     let mut all = Run::default();
     for mut r in runs {
@@ -62,22 +74,14 @@ async fn drive_set(cache: &McSet, tasks: usize, duration: Duration) -> Run {
                 while Instant::now() < until {
                     i = (i + 7919) % KEYS;
                     let started = Instant::now();
-                    match cache.get(&key(i)).await {
-                        Ok(Some(v)) if v == value_of(i) => run.ok += 1,
-                        Ok(_) => run.wrong += 1,
-                        Err(_) => run.errors += 1,
-                    }
-                    run.times.push(started.elapsed());
+                    let got = cache.get(&key(i)).await;
+                    run.count(i, started, got.as_ref().map(|v| v.as_deref()).map_err(drop));
                 }
                 run
             })
         })
         .collect();
-    let mut runs = Vec::new();
-    for h in handles {
-        runs.push(h.await.unwrap_or_default());
-    }
-    merge(runs)
+    join(handles).await
 }
 
 /// The reference: `tasks` tasks, each with its own raw connection to
@@ -121,24 +125,26 @@ async fn drive_raw(
                         run.errors += 1;
                         continue;
                     };
-                    match client.get(&k).await {
-                        Ok(Some(v)) if v.data.as_deref() == Some(value_of(i).as_slice()) => {
-                            run.ok += 1
-                        }
-                        Ok(_) => run.wrong += 1,
-                        Err(_) => run.errors += 1,
-                    }
-                    run.times.push(started.elapsed());
+                    let got = client.get(&k).await;
+                    let got = got
+                        .as_ref()
+                        .map(|v| v.as_ref().and_then(|v| v.data.as_deref()));
+                    run.count(i, started, got.map_err(drop));
                 }
                 run
             })
         })
         .collect();
+    Ok(join(handles).await)
+}
+
+/// The runs of some tasks, merged.
+async fn join(handles: Vec<tokio::task::JoinHandle<Run>>) -> Run {
     let mut runs = Vec::new();
     for h in handles {
         runs.push(h.await.unwrap_or_default());
     }
-    Ok(merge(runs))
+    merge(runs)
 }
 
 fn rate(run: &Run, duration: Duration) -> f64 {

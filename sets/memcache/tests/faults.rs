@@ -166,6 +166,17 @@ async fn round(cache: &McSet, keys: &[String], allow_miss: bool) -> (usize, usiz
     (ok, wrong)
 }
 
+/// Waits until at least 99 of `keys` (100) succeed in one round, checking
+/// that no round returns a wrong value.
+async fn wait_recovered(cache: &McSet, keys: &[String], allow_miss: bool, what: &str) {
+    wait_until(what, async || {
+        let (ok, wrong) = round(cache, keys, allow_miss).await;
+        assert_eq!(wrong, 0, "wrong values while waiting for {what}");
+        ok * 100 >= keys.len() * 99
+    })
+    .await;
+}
+
 async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut done: F) {
     let deadline = Instant::now() + DEADLINE;
     while !done().await {
@@ -235,11 +246,12 @@ async fn a_stalled_server_never_yields_another_keys_value_and_recovers() {
     let resumed = Instant::now();
 
     // Back within the backoff (at most 1 s) plus a probe; generous bound.
-    wait_until("the stalled server's keys to succeed again", async || {
-        let (ok, wrong) = round(&cache, &theirs[..100], false).await;
-        assert_eq!(wrong, 0);
-        ok >= 99
-    })
+    wait_recovered(
+        &cache,
+        &theirs[..100],
+        false,
+        "the stalled server's keys to succeed again",
+    )
     .await;
     eprintln!("recovered {:?} after SIGCONT", resumed.elapsed());
     let tally = load.finish().await;
@@ -278,11 +290,12 @@ async fn a_killed_and_restarted_server_is_used_again() {
     .await;
     servers[2].start_again().expect("restart on the same port");
     let restarted = Instant::now();
-    wait_until("the restarted server's keys to succeed", async || {
-        let (ok, wrong) = round(&cache, &theirs[..100], true).await;
-        assert_eq!(wrong, 0);
-        ok >= 99
-    })
+    wait_recovered(
+        &cache,
+        &theirs[..100],
+        true,
+        "the restarted server's keys to succeed",
+    )
     .await;
     eprintln!(
         "restarted server used again after {:?}",
@@ -576,13 +589,11 @@ async fn a_partitioned_server_fails_within_the_deadline_and_recovers() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.heal();
-    wait_until(
+    wait_recovered(
+        &cache,
+        &theirs[..100],
+        false,
         "the partitioned server's keys to succeed again",
-        async || {
-            let (ok, wrong) = round(&cache, &theirs[..100], false).await;
-            assert_eq!(wrong, 0);
-            ok >= 99
-        },
     )
     .await;
     let tally = load.finish().await;
