@@ -44,46 +44,30 @@
 
 #![warn(missing_docs)]
 
-pub mod accrual;
-mod acl;
-mod client;
-pub mod codec;
-mod destination;
-mod endpoint;
 mod error;
-pub mod fixed;
-mod health;
-mod member;
-mod path;
-mod publisher;
-mod registration;
-mod selection;
-mod served;
-mod session;
-mod snapshot;
-mod source;
-mod stabilizer;
-#[cfg(feature = "tls")]
-mod tls;
-pub mod vector;
-mod watch;
+mod format;
+mod set;
+mod zk;
 
-pub use acl::NodeAcl;
-pub use client::{
+pub use error::{Error, Result};
+pub use format::acl::NodeAcl;
+pub use format::destination::Destination;
+pub use format::endpoint::Endpoint;
+pub use format::member::{member_sequence, Member, Status, MEMBER_PREFIX, VECTOR_PREFIX};
+pub use format::path::{Environment, ServerSetPath, DISCOVERY_ROOT};
+pub use format::selection::Selection;
+pub use format::{codec, vector};
+pub use set::fixed::{FixedEndpoint, FixedSet};
+pub use set::options::WatchOptions;
+pub use set::publisher::{Changes, Publisher};
+pub use set::snapshot::{Change, Entry, Snapshot};
+pub use set::source::Source;
+pub use set::{accrual, fixed};
+pub use zk::client::{
     Client, ClientBuilder, RawChild, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
 };
-pub use destination::Destination;
-pub use endpoint::Endpoint;
-pub use error::{Error, Result};
-pub use fixed::{FixedEndpoint, FixedSet};
-pub use health::{Health, HealthWatcher};
-pub use member::{member_sequence, Member, Status, MEMBER_PREFIX, VECTOR_PREFIX};
-pub use path::{Environment, ServerSetPath, DISCOVERY_ROOT};
-pub use publisher::{Changes, Publisher};
-pub use registration::{RegisterOptions, Registration};
-pub use selection::{Selection, WatchOptions};
-pub use snapshot::{Change, Entry, Snapshot};
-pub use source::Source;
+pub use zk::health::{Health, HealthWatcher};
+pub use zk::registration::{RegisterOptions, Registration};
 #[cfg(feature = "tls")]
-pub use tls::Tls;
-pub use watch::Watch;
+pub use zk::tls::Tls;
+pub use zk::watch::Watch;

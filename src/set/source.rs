@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::publisher::Changes;
-use crate::snapshot::Snapshot;
+use crate::set::publisher::Changes;
+use crate::set::snapshot::Snapshot;
 
 /// A set of endpoints that changes over time: a ZooKeeper
 /// [`Watch`](crate::Watch), or a fixed list ([`FixedSet`](crate::FixedSet)).

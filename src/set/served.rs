@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::snapshot::Entry;
+use crate::set::snapshot::Entry;
 
 /// Entries sorted as in a snapshot, and a ready copy of them.
 #[derive(Default)]
@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64) -> Arc<Entry> {
-        crate::snapshot::test_entry(seq, 1.0)
+        crate::set::snapshot::test_entry(seq, 1.0)
     }
 
     fn names(entries: &[Arc<Entry>]) -> Vec<u64> {

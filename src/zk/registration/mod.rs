@@ -17,13 +17,13 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use zookeeper_client as zk;
 
-use crate::acl::NodeAcl;
-use crate::codec;
+use crate::format::acl::NodeAcl;
+use crate::format::codec;
 use crate::error::{Error, Result};
-use crate::health::Health;
-use crate::member::Member;
-use crate::path::ServerSetPath;
-use crate::session::{connected, Backoff, Session};
+use crate::zk::health::Health;
+use crate::format::member::Member;
+use crate::format::path::ServerSetPath;
+use crate::zk::session::{connected, Backoff, Session};
 
 type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 type HealthCheck = Arc<dyn Fn() -> CheckFuture + Send + Sync>;

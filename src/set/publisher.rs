@@ -10,7 +10,7 @@ use futures::Stream;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
-use crate::snapshot::{diff, Change, Entry, Snapshot};
+use crate::set::snapshot::{diff, Change, Entry, Snapshot};
 
 /// What the publisher hands subscribers: a snapshot and its delta from the
 /// previous version.
@@ -254,7 +254,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64) -> Arc<Entry> {
-        crate::snapshot::test_entry(seq, 1.0)
+        crate::set::snapshot::test_entry(seq, 1.0)
     }
 
     #[tokio::test]

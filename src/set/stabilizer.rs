@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::endpoint::Endpoint;
-use crate::snapshot::Entry;
+use crate::format::endpoint::Endpoint;
+use crate::set::snapshot::Entry;
 
 /// A removed entry still published.
 #[derive(Debug)]
@@ -114,7 +114,7 @@ impl Stabilizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::member::Member;
+    use crate::format::member::Member;
 
     fn entry(seq: u64, port: u16) -> Arc<Entry> {
         let endpoint = Endpoint::new("h", port);

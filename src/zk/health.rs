@@ -45,7 +45,7 @@ pub struct HealthWatcher {
 
 #[derive(Debug, Clone)]
 enum Source {
-    Session(tokio::sync::watch::Receiver<crate::session::SessionView>),
+    Session(tokio::sync::watch::Receiver<crate::zk::session::SessionView>),
     Plain(tokio::sync::watch::Receiver<Health>),
 }
 
@@ -57,7 +57,7 @@ impl HealthWatcher {
     }
 
     pub(crate) fn of_session(
-        rx: tokio::sync::watch::Receiver<crate::session::SessionView>,
+        rx: tokio::sync::watch::Receiver<crate::zk::session::SessionView>,
     ) -> Self {
         HealthWatcher {
             source: Source::Session(rx),

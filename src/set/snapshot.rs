@@ -4,8 +4,8 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::endpoint::Endpoint;
-use crate::member::{member_sequence, Member};
+use crate::format::endpoint::Endpoint;
+use crate::format::member::{member_sequence, Member};
 
 /// One live member as a watch serves it: the selected endpoint, its weight
 /// and the member's full data.
@@ -179,12 +179,12 @@ pub(crate) fn diff(old: &Snapshot, new: &Snapshot) -> (Vec<Arc<Entry>>, Vec<Arc<
 /// tests.
 #[cfg(test)]
 pub(crate) fn test_entry(seq: u64, weight: f64) -> Arc<Entry> {
-    let endpoint = crate::endpoint::Endpoint::new("h", seq as u16);
+    let endpoint = crate::format::endpoint::Endpoint::new("h", seq as u16);
     Arc::new(Entry::new(
         &format!("member_{seq:010}"),
         endpoint.clone(),
         weight,
-        Arc::new(crate::member::Member::new(endpoint)),
+        Arc::new(crate::format::member::Member::new(endpoint)),
     ))
 }
 

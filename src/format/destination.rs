@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::path::ServerSetPath;
+use crate::format::path::ServerSetPath;
 
 /// A parsed Finagle ZooKeeper destination.
 ///

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::endpoint::Endpoint;
+use crate::format::endpoint::Endpoint;
 
 /// The name prefix of member znodes; ZooKeeper appends a 10-digit sequence.
 pub const MEMBER_PREFIX: &str = "member_";
@@ -93,7 +93,7 @@ impl fmt::Display for Status {
 ///
 /// With serde it is Finagle's JSON (`serviceEndpoint`,
 /// `additionalEndpoints`, `status`, and `shard` and `metadata` when set), as
-/// [`codec`](crate::codec) writes it; [`codec::decode`](crate::codec) is the
+/// [`codec`](crate::format::codec) writes it; [`codec::decode`](crate::format::codec) is the
 /// lenient reader for data from other writers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -206,7 +206,7 @@ mod tests {
         for member in [Member::new(Endpoint::new("::1", 1)), full] {
             let ours = serde_json::to_value(&member).expect("serialize");
             // The lenient reader reads it back the same.
-            let decoded = crate::codec::decode(ours.to_string().as_bytes()).expect("decode");
+            let decoded = crate::format::codec::decode(ours.to_string().as_bytes()).expect("decode");
             assert_eq!(decoded.member, member);
             let back: Member = serde_json::from_value(ours).expect("deserialize");
             assert_eq!(back, member);

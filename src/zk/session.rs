@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
 use crate::error::{Error, Result};
-use crate::health::Health;
+use crate::zk::health::Health;
 
 /// How a client connects (see [`ClientBuilder`](crate::ClientBuilder)).
 #[derive(Clone)]
@@ -29,7 +29,7 @@ pub(crate) struct Config {
     pub digest: Option<String>,
     /// TLS settings: the connect string's hosts use TLS unless `tcp://`.
     #[cfg(feature = "tls")]
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<crate::zk::tls::TlsConfig>,
 }
 
 impl Config {

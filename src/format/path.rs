@@ -113,7 +113,7 @@ impl ServerSetPath {
     /// The prefix given to ZooKeeper when creating a sequential member
     /// (`<path>/member_`).
     pub(crate) fn member_prefix(&self) -> String {
-        self.member_path(crate::member::MEMBER_PREFIX)
+        self.member_path(crate::format::member::MEMBER_PREFIX)
     }
 }
 

@@ -29,18 +29,19 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use zookeeper_client as zk;
 
-use crate::codec;
+use crate::format::codec;
 use crate::error::{Error, Result};
-use crate::health::{Health, HealthWatcher};
-use crate::member::{sequential_suffix, Member, MEMBER_PREFIX, VECTOR_PREFIX};
-use crate::path::ServerSetPath;
-use crate::publisher::{Changes, Publisher};
-use crate::selection::{Selection, WatchOptions};
-use crate::served::Served;
-use crate::session::{connected, Backoff, Session};
-use crate::snapshot::{Entry, Snapshot};
-use crate::stabilizer::Stabilizer;
-use crate::vector::{self, Vector};
+use crate::zk::health::{Health, HealthWatcher};
+use crate::format::member::{sequential_suffix, Member, MEMBER_PREFIX, VECTOR_PREFIX};
+use crate::format::path::ServerSetPath;
+use crate::set::publisher::{Changes, Publisher};
+use crate::format::selection::Selection;
+use crate::set::options::WatchOptions;
+use crate::set::served::Served;
+use crate::zk::session::{connected, Backoff, Session};
+use crate::set::snapshot::{Entry, Snapshot};
+use crate::set::stabilizer::Stabilizer;
+use crate::format::vector::{self, Vector};
 
 /// A watched serverset. Cloning is cheap; the watch runs until the last
 /// clone (and the last [`Changes`] taken from it) is dropped.
@@ -293,7 +294,7 @@ impl Watcher {
     async fn wait(
         &mut self,
         watcher: zk::OneshotWatcher,
-        views: &mut watch::Receiver<crate::session::SessionView>,
+        views: &mut watch::Receiver<crate::zk::session::SessionView>,
         epoch: u64,
     ) -> Option<Wake> {
         let mut children = watcher.changed().boxed();
@@ -557,10 +558,10 @@ impl Watcher {
                 .collect();
             let new = Snapshot::new(0, rebuilt);
             let old = Snapshot::from_sorted(0, self.entries.replace(new.entries().to_vec()));
-            (added_entries, removed_entries) = crate::snapshot::diff(&old, &new);
+            (added_entries, removed_entries) = crate::set::snapshot::diff(&old, &new);
         } else {
             for name in gone {
-                let sequence = crate::member::member_sequence(&name).unwrap_or(u64::MAX);
+                let sequence = crate::format::member::member_sequence(&name).unwrap_or(u64::MAX);
                 removed_entries.extend(self.entries.remove((sequence, &name)));
             }
             for name in added {

@@ -22,9 +22,9 @@
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::publisher::{Changes, Publisher};
-use crate::snapshot::{Entry, Snapshot};
-use crate::source::Source;
+use crate::set::publisher::{Changes, Publisher};
+use crate::set::snapshot::{Entry, Snapshot};
+use crate::set::source::Source;
 use crate::{Endpoint, Member};
 
 /// A set of endpoints given by the program. Cloning shares the set.

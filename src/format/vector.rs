@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::endpoint::Endpoint;
+use crate::format::endpoint::Endpoint;
 
 /// What a descriptor selects.
 #[derive(Debug, Clone, PartialEq)]

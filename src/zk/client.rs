@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use zookeeper_client as zk;
 
-use crate::codec::{self, DecodeError};
+use crate::format::codec::{self, DecodeError};
 use crate::error::{Error, Result};
-use crate::health::{Health, HealthWatcher};
-use crate::member::{Member, MEMBER_PREFIX};
-use crate::path::ServerSetPath;
-use crate::registration::{RegisterOptions, Registration};
-use crate::selection::{Selection, WatchOptions};
-use crate::session::{Config, Session};
-use crate::watch::Watch;
+use crate::zk::health::{Health, HealthWatcher};
+use crate::format::member::{Member, MEMBER_PREFIX};
+use crate::format::path::ServerSetPath;
+use crate::zk::registration::{RegisterOptions, Registration};
+use crate::format::selection::Selection;
+use crate::set::options::WatchOptions;
+use crate::zk::session::{Config, Session};
+use crate::zk::watch::Watch;
 
 /// The default ZooKeeper session timeout.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +68,7 @@ pub struct Client {
 pub struct ClientBuilder {
     config: Config,
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::Tls>,
+    tls: Option<crate::zk::tls::Tls>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -114,7 +115,7 @@ impl ClientBuilder {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: crate::tls::Tls) -> Self {
+    pub fn tls(mut self, tls: crate::zk::tls::Tls) -> Self {
         self.tls = Some(tls);
         self
     }
@@ -126,7 +127,7 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client> {
         #[cfg(feature = "tls")]
         let config = Config {
-            tls: self.tls.as_ref().map(crate::tls::Tls::build).transpose()?,
+            tls: self.tls.as_ref().map(crate::zk::tls::Tls::build).transpose()?,
             ..self.config
         };
         #[cfg(not(feature = "tls"))]

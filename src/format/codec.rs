@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::endpoint::Endpoint;
-use crate::member::{Member, Status};
+use crate::format::endpoint::Endpoint;
+use crate::format::member::{Member, Status};
 
 /// Why a member's data could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

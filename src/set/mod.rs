@@ -1,0 +1,13 @@
+//! The set abstraction every backend feeds and every typed set reads:
+//! snapshots and their changes, the publisher that swaps them atomically,
+//! the [`Source`](crate::Source) trait, fixed sets, the served view of a
+//! member cache (selection, weights, held removals) and failure accrual.
+
+pub mod accrual;
+pub mod fixed;
+pub(crate) mod options;
+pub(crate) mod publisher;
+pub(crate) mod served;
+pub(crate) mod snapshot;
+pub(crate) mod source;
+pub(crate) mod stabilizer;
