@@ -70,4 +70,4 @@ pub use zk::health::{Health, HealthWatcher};
 pub use zk::registration::{RegisterOptions, Registration};
 #[cfg(feature = "tls")]
 pub use zk::tls::Tls;
-pub use zk::watch::Watch;
+pub use zk::watch::{Watch, WatchEngine, WatchStats};

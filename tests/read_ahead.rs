@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use common::*;
-use serversets::codec;
+use serversets::{codec, WatchEngine};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -68,7 +68,8 @@ fn count_read_aheads() {
     let _ = tracing_subscriber::registry()
         .with(
             EventRecorder.with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                m.target() == "serversets::watch" && *m.level() == tracing::Level::DEBUG
+                m.target().starts_with("serversets::zk::watch")
+                    && *m.level() == tracing::Level::DEBUG
             })),
         )
         .try_init();
@@ -137,7 +138,7 @@ async fn a_join_is_published_from_the_read_ahead() {
     count_read_aheads();
     let server = testkit::ZooKeeper::start().expect("start ZooKeeper");
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, WatchEngine::OneShot).await;
     let other = raw(&connect).await;
     let dir = "/discovery/test/read-ahead";
     mkdir(&other, dir).await;
@@ -176,7 +177,7 @@ async fn deltas_stay_exact_under_churn() {
     count_read_aheads();
     let server = testkit::ZooKeeper::start().expect("start ZooKeeper");
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, WatchEngine::OneShot).await;
     let writer = raw(&connect).await;
     let dir = "/discovery/test/churn";
     mkdir(&writer, dir).await;

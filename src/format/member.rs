@@ -206,7 +206,8 @@ mod tests {
         for member in [Member::new(Endpoint::new("::1", 1)), full] {
             let ours = serde_json::to_value(&member).expect("serialize");
             // The lenient reader reads it back the same.
-            let decoded = crate::format::codec::decode(ours.to_string().as_bytes()).expect("decode");
+            let decoded =
+                crate::format::codec::decode(ours.to_string().as_bytes()).expect("decode");
             assert_eq!(decoded.member, member);
             let back: Member = serde_json::from_value(ours).expect("deserialize");
             assert_eq!(back, member);

@@ -11,3 +11,4 @@ pub(crate) mod served;
 pub(crate) mod snapshot;
 pub(crate) mod source;
 pub(crate) mod stabilizer;
+pub(crate) mod view;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::set::snapshot::Entry;
 
 /// Entries sorted as in a snapshot, and a ready copy of them.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Served {
     entries: Vec<Arc<Entry>>,
     /// Equal to `entries` when present.

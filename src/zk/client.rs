@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use zookeeper_client as zk;
 
-use crate::format::codec::{self, DecodeError};
 use crate::error::{Error, Result};
-use crate::zk::health::{Health, HealthWatcher};
+use crate::format::codec::{self, DecodeError};
 use crate::format::member::{Member, MEMBER_PREFIX};
 use crate::format::path::ServerSetPath;
-use crate::zk::registration::{RegisterOptions, Registration};
 use crate::format::selection::Selection;
 use crate::set::options::WatchOptions;
+use crate::zk::health::{Health, HealthWatcher};
+use crate::zk::registration::{RegisterOptions, Registration};
 use crate::zk::session::{Config, Session};
-use crate::zk::watch::Watch;
+use crate::zk::watch::{Watch, WatchEngine};
 
 /// The default ZooKeeper session timeout.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +98,16 @@ impl ClientBuilder {
         self
     }
 
+    /// How watches learn of changes (default [`WatchEngine::Persistent`]:
+    /// one persistent recursive watch per set, falling back to one-shot
+    /// child watches on a server before ZooKeeper 3.6). Force
+    /// [`WatchEngine::OneShot`] to keep server-side watch state minimal
+    /// on old ensembles or to compare the two.
+    pub fn watch_engine(mut self, engine: WatchEngine) -> Self {
+        self.config.watch_engine = engine;
+        self
+    }
+
     /// Connects over TLS (feature `tls`): every host of the connect string
     /// is a TLS port (ZooKeeper's `secureClientPort`) unless written
     /// `tcp://host:port`.
@@ -127,7 +137,11 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client> {
         #[cfg(feature = "tls")]
         let config = Config {
-            tls: self.tls.as_ref().map(crate::zk::tls::Tls::build).transpose()?,
+            tls: self
+                .tls
+                .as_ref()
+                .map(crate::zk::tls::Tls::build)
+                .transpose()?,
             ..self.config
         };
         #[cfg(not(feature = "tls"))]
@@ -174,6 +188,7 @@ impl Client {
                 session_timeout: DEFAULT_SESSION_TIMEOUT,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 digest: None,
+                watch_engine: WatchEngine::default(),
                 #[cfg(feature = "tls")]
                 tls: None,
             },

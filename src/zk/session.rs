@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub session_timeout: Duration,
     pub connect_timeout: Duration,
     pub digest: Option<String>,
+    /// How watches learn of changes.
+    pub watch_engine: crate::zk::watch::WatchEngine,
     /// TLS settings: the connect string's hosts use TLS unless `tcp://`.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::zk::tls::TlsConfig>,
@@ -48,7 +50,8 @@ impl std::fmt::Debug for Config {
         f.field("connect", &self.connect)
             .field("session_timeout", &self.session_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("digest", &self.digest.as_ref().map(|_| "<redacted>"));
+            .field("digest", &self.digest.as_ref().map(|_| "<redacted>"))
+            .field("watch_engine", &self.watch_engine);
         #[cfg(feature = "tls")]
         f.field("tls", &self.tls.is_some());
         f.finish()
@@ -78,6 +81,8 @@ pub(crate) struct Shared {
     /// Member znodes owned by live registrations of this client, so that
     /// recovering an uncertain create never adopts a sibling's node.
     pub claimed: Mutex<HashSet<String>>,
+    /// The running watch engines, by set path.
+    pub watches: crate::zk::watch::engine::Registry,
 }
 
 /// A task's handle on the session.
@@ -105,6 +110,7 @@ impl Session {
             close: Notify::new(),
             done: watch::channel(false).0,
             claimed: Mutex::new(HashSet::new()),
+            watches: Mutex::default(),
         });
         tokio::spawn(manage(tx, Arc::clone(&shared), client));
         Ok(Session { view: rx, shared })

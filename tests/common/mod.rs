@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serversets::{Client, Endpoint, Member, ServerSetPath, Snapshot, Watch};
+use serversets::{Client, Endpoint, Member, ServerSetPath, Snapshot, Watch, WatchEngine};
 use zookeeper_client as zk;
 
 /// How long any awaited event may take before a test fails. Generous:
@@ -27,9 +27,19 @@ pub fn zookeeper() -> testkit::ZooKeeper {
     testkit::ZooKeeper::start().expect("start ZooKeeper")
 }
 
+/// Both watch engines, for tests that must hold on each.
+pub const ENGINES: [WatchEngine; 2] = [WatchEngine::Persistent, WatchEngine::OneShot];
+
 /// A serversets client with a short session timeout.
 pub async fn client(connect: &str) -> Client {
+    client_on(connect, WatchEngine::Persistent).await
+}
+
+/// A serversets client with a short session timeout, watching with this
+/// engine.
+pub async fn client_on(connect: &str, engine: WatchEngine) -> Client {
     Client::builder(connect)
+        .watch_engine(engine)
         .session_timeout(Duration::from_secs(6))
         .connect_timeout(Duration::from_secs(30))
         .connect()

@@ -17,12 +17,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use zookeeper_client as zk;
 
+use crate::error::{Error, Result};
 use crate::format::acl::NodeAcl;
 use crate::format::codec;
-use crate::error::{Error, Result};
-use crate::zk::health::Health;
 use crate::format::member::Member;
 use crate::format::path::ServerSetPath;
+use crate::zk::health::Health;
 use crate::zk::session::{connected, Backoff, Session};
 
 type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;

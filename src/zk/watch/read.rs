@@ -1,0 +1,158 @@
+//! Reading the children a watch's machine asks for, as few requests and
+//! round trips as ZooKeeper allows.
+//!
+//! A few nodes are read with plain requests, pipelined on the session's
+//! connection. Many (an initial load, a resync after a long outage) are
+//! read with multi-reads of [`MULTI_READ_CHUNK`] nodes each, all in flight
+//! at once: 100,000 members are 200 requests, not 100,000. A chunk the
+//! server refuses as a whole (a server before 3.6, a response over its
+//! size limit) is read node by node.
+
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
+use zookeeper_client as zk;
+
+use crate::format::member::VECTOR_PREFIX;
+use crate::format::path::ServerSetPath;
+use crate::zk::watch::machine::{Input, Read, Ticket};
+use crate::zk::watch::stats::Counters;
+
+/// How many reads one multi-read request carries.
+const MULTI_READ_CHUNK: usize = 500;
+
+/// Below this many nodes, plain pipelined reads.
+const MULTI_READ_MIN: usize = 8;
+
+/// Reads `reads` (children of `path`) and returns their results as
+/// inputs for the machine, in no particular order.
+pub(crate) async fn read(
+    zk: &zk::Client,
+    path: &ServerSetPath,
+    reads: Vec<(String, Ticket)>,
+    counters: &Counters,
+) -> Vec<Input> {
+    counters.count_reads(reads.len());
+    read_members(zk, path, reads).await
+}
+
+/// Reads like [`read`], but weight vectors with a data watch each (for
+/// the one-shot engine, which has no other way to learn that one changed),
+/// returned beside the results.
+pub(crate) async fn read_watching_vectors(
+    zk: &zk::Client,
+    path: &ServerSetPath,
+    reads: Vec<(String, Ticket)>,
+    counters: &Counters,
+) -> (Vec<Input>, Vec<(String, zk::OneshotWatcher)>) {
+    counters.count_reads(reads.len());
+    let (vectors, members): (Vec<_>, Vec<_>) = reads
+        .into_iter()
+        .partition(|(name, _)| name.starts_with(VECTOR_PREFIX));
+    let mut inputs = read_members(zk, path, members).await;
+    let mut watchers = Vec::new();
+    for (name, ticket) in vectors {
+        let result = match zk.get_and_watch_data(&path.member_path(&name)).await {
+            Ok((data, _, watcher)) => {
+                watchers.push((name.clone(), watcher));
+                Read::Data(data)
+            }
+            Err(e) => classify(e),
+        };
+        inputs.push(Input::Read {
+            name,
+            ticket,
+            result,
+        });
+    }
+    (inputs, watchers)
+}
+
+async fn read_members(
+    zk: &zk::Client,
+    path: &ServerSetPath,
+    reads: Vec<(String, Ticket)>,
+) -> Vec<Input> {
+    if reads.len() < MULTI_READ_MIN {
+        return read_each(zk, path, reads).await;
+    }
+    let chunks: Vec<Vec<(String, Ticket)>> =
+        reads.chunks(MULTI_READ_CHUNK).map(<[_]>::to_vec).collect();
+    let chunks = chunks.into_iter().map(|chunk| read_chunk(zk, path, chunk));
+    join_all(chunks).await.into_iter().flatten().collect()
+}
+
+/// The same, as a future that owns what it needs (for a driver that keeps
+/// reads in flight while it handles events).
+pub(crate) fn read_owned(
+    zk: zk::Client,
+    path: ServerSetPath,
+    reads: Vec<(String, Ticket)>,
+    counters: std::sync::Arc<Counters>,
+) -> BoxFuture<'static, Vec<Input>> {
+    async move { read(&zk, &path, reads, &counters).await }.boxed()
+}
+
+async fn read_chunk(
+    zk: &zk::Client,
+    path: &ServerSetPath,
+    chunk: Vec<(String, Ticket)>,
+) -> Vec<Input> {
+    let mut reader = zk.new_multi_reader();
+    for (name, _) in &chunk {
+        if reader.add_get_data(&path.member_path(name)).is_err() {
+            return read_each(zk, path, chunk).await;
+        }
+    }
+    match reader.commit().await {
+        Ok(results) if results.len() == chunk.len() => chunk
+            .into_iter()
+            .zip(results)
+            .map(|((name, ticket), result)| {
+                let result = match result {
+                    zk::MultiReadResult::Data { data, .. } => Read::Data(data),
+                    zk::MultiReadResult::Error { err } => classify(err),
+                    _ => Read::Failed,
+                };
+                Input::Read {
+                    name,
+                    ticket,
+                    result,
+                }
+            })
+            .collect(),
+        _ => read_each(zk, path, chunk).await,
+    }
+}
+
+/// Reads nodes with one pipelined request each.
+async fn read_each(
+    zk: &zk::Client,
+    path: &ServerSetPath,
+    reads: Vec<(String, Ticket)>,
+) -> Vec<Input> {
+    let requests: Vec<_> = reads
+        .iter()
+        .map(|(name, _)| zk.get_data(&path.member_path(name)))
+        .collect();
+    let results = join_all(requests).await;
+    reads
+        .into_iter()
+        .zip(results)
+        .map(|((name, ticket), result)| Input::Read {
+            name,
+            ticket,
+            result: match result {
+                Ok((data, _)) => Read::Data(data),
+                Err(e) => classify(e),
+            },
+        })
+        .collect()
+}
+
+/// A failed read: the node is gone, or the read must be retried.
+pub(crate) fn classify(e: zk::Error) -> Read {
+    match e {
+        zk::Error::NoNode => Read::Missing,
+        _ => Read::Failed,
+    }
+}
