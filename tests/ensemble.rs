@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use serversets::WatchEngine;
 use serversets::{codec, Client, Health};
 
 /// The member names under `path`, as ZooKeeper holds them (read through
@@ -25,8 +26,8 @@ fn names(snapshot: &serversets::Snapshot) -> Vec<String> {
     n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_loss_majority_loss_and_recovery() {
+both_engines!(leader_loss_majority_loss_and_recovery);
+async fn leader_loss_majority_loss_and_recovery(engine: WatchEngine) {
     init_tracing();
     let mut ensemble = tokio::task::spawn_blocking(|| testkit::Ensemble::start(3))
         .await
@@ -34,6 +35,7 @@ async fn leader_loss_majority_loss_and_recovery() {
         .expect("ensemble");
     let connect = ensemble.connect_string();
     let client = Client::builder(&connect)
+        .watch_engine(engine)
         .session_timeout(Duration::from_secs(4))
         .connect_timeout(Duration::from_secs(30))
         .connect()

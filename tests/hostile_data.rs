@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
+use serversets::WatchEngine;
 use serversets::{codec, vector, Destination, Endpoint, Member, ServerSetPath};
 use zookeeper_client as zk;
 
@@ -82,11 +83,11 @@ proptest! {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn huge_numerous_and_odd_members_around_valid_ones() {
+both_engines!(huge_numerous_and_odd_members_around_valid_ones);
+async fn huge_numerous_and_odd_members_around_valid_ones(engine: WatchEngine) {
     let server = zookeeper();
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, engine).await;
     let other = raw(&connect).await;
     let dir = "/odd/set";
     mkdir(&other, dir).await;

@@ -6,13 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use serversets::WatchEngine;
 use serversets::{Client, Health};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partition_longer_than_the_session_timeout() {
+both_engines!(partition_longer_than_the_session_timeout);
+async fn partition_longer_than_the_session_timeout(engine: WatchEngine) {
     let server = zookeeper();
     let proxy = testkit::Proxy::start(server.addr()).unwrap();
     let client = Client::builder(proxy.endpoint())
+        .watch_engine(engine)
         .session_timeout(Duration::from_secs(4))
         .connect_timeout(Duration::from_secs(30))
         .connect()

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use serversets::WatchEngine;
 use serversets::{codec, Health, RegisterOptions};
 use zookeeper_client as zk;
 
@@ -68,11 +69,11 @@ async fn new_znode(reg: &mut serversets::Registration, old: &str) -> String {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_expiry_restores_member_once_and_watch() {
+both_engines!(session_expiry_restores_member_once_and_watch);
+async fn session_expiry_restores_member_once_and_watch(engine: WatchEngine) {
     let server = zookeeper();
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, engine).await;
     let observer = raw(&connect).await;
     let set = path("/discovery/test/expiry");
     let mut reg = client.register(&set, member(7001)).await.unwrap();
@@ -117,11 +118,12 @@ async fn session_expiry_restores_member_once_and_watch() {
     assert_eq!(member_nodes(&observer, set.as_str()).await.len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zookeeper_restart_and_outage() {
+both_engines!(zookeeper_restart_and_outage);
+async fn zookeeper_restart_and_outage(engine: WatchEngine) {
     let mut server = zookeeper();
     let connect = server.connect_string();
     let client = serversets::Client::builder(&connect)
+        .watch_engine(engine)
         .session_timeout(std::time::Duration::from_secs(20))
         .connect_timeout(std::time::Duration::from_secs(30))
         .connect()
@@ -167,10 +169,10 @@ fn checked_by(flag: &Arc<AtomicBool>) -> RegisterOptions {
         .health_check_interval(Duration::from_millis(100))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_check_removes_and_readds() {
+both_engines!(health_check_removes_and_readds);
+async fn health_check_removes_and_readds(engine: WatchEngine) {
     let server = zookeeper();
-    let client = client(&server.connect_string()).await;
+    let client = client_on(&server.connect_string(), engine).await;
     let set = path("/discovery/test/health");
     let healthy = Arc::new(AtomicBool::new(true));
     let options = checked_by(&healthy);

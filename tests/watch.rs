@@ -4,13 +4,14 @@
 mod common;
 
 use common::*;
+use serversets::WatchEngine;
 use serversets::{codec, Endpoint, Member, Selection, Status};
 use zookeeper_client as zk;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_remove_readd() {
+both_engines!(add_remove_readd);
+async fn add_remove_readd(engine: WatchEngine) {
     let server = zookeeper();
-    let client = client(&server.connect_string()).await;
+    let client = client_on(&server.connect_string(), engine).await;
     let set = path("/discovery/test/add-remove");
     let watch = client.watch(&set).await.unwrap();
     assert!(
@@ -62,11 +63,11 @@ async fn add_remove_readd() {
     wait_set(&watch, "all gone", |s| s.is_empty()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_members_seen_exactly() {
+both_engines!(two_thousand_members_seen_exactly);
+async fn two_thousand_members_seen_exactly(engine: WatchEngine) {
     let server = zookeeper();
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, engine).await;
     let writer = raw(&connect).await;
     let set = path("/big/set");
     mkdir(&writer, set.as_str()).await;
@@ -111,11 +112,11 @@ async fn two_thousand_members_seen_exactly() {
     assert_eq!(second.current().len(), 1000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finagle_member_from_another_client() {
+both_engines!(finagle_member_from_another_client);
+async fn finagle_member_from_another_client(engine: WatchEngine) {
     let server = zookeeper();
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, engine).await;
     let jvm = raw(&connect).await;
     let dir = "/aurora/www-data/prod/hello";
     mkdir(&jvm, dir).await;
@@ -212,11 +213,11 @@ async fn finagle_member_from_another_client() {
     wait_set(&http, "http weights", |s| weights_of(s) == [1.0]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_members_are_skipped() {
+both_engines!(malformed_members_are_skipped);
+async fn malformed_members_are_skipped(engine: WatchEngine) {
     let server = zookeeper();
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, engine).await;
     let other = raw(&connect).await;
     let dir = "/discovery/test/messy";
     mkdir(&other, dir).await;
@@ -266,11 +267,11 @@ async fn malformed_members_are_skipped() {
         .any(|c| c.name == "not_a_member" && c.decoded.is_none()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn path_created_and_deleted() {
+both_engines!(path_created_and_deleted);
+async fn path_created_and_deleted(engine: WatchEngine) {
     let server = zookeeper();
     let connect = server.connect_string();
-    let client = client(&connect).await;
+    let client = client_on(&connect, engine).await;
     let other = raw(&connect).await;
     let set = path("/late/arrival");
     let watch = client.watch(&set).await.unwrap();
@@ -291,13 +292,13 @@ async fn path_created_and_deleted() {
     wait_set(&watch, "member after re-creation", |s| ports(s) == [6]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flapping_members_with_and_without_stabilization() {
+both_engines!(flapping_members_with_and_without_stabilization);
+async fn flapping_members_with_and_without_stabilization(engine: WatchEngine) {
     use serversets::WatchOptions;
     use std::time::Duration;
 
     let server = zookeeper();
-    let client = client(&server.connect_string()).await;
+    let client = client_on(&server.connect_string(), engine).await;
     let set = path("/discovery/test/flappy");
     let a = client.register(&set, member(4001)).await.unwrap();
     let plain = client.watch(&set).await.unwrap();
@@ -359,15 +360,15 @@ async fn flapping_members_with_and_without_stabilization() {
 
 /// Change streams are `futures::Stream`s that end when the client closes,
 /// instead of waiting forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn change_streams_end_when_the_client_closes() {
+both_engines!(change_streams_end_when_the_client_closes);
+async fn change_streams_end_when_the_client_closes(engine: WatchEngine) {
     use futures::StreamExt;
 
     struct Follower {
         changes: serversets::Changes,
     }
     let server = zookeeper();
-    let client = client(&server.connect_string()).await;
+    let client = client_on(&server.connect_string(), engine).await;
     let set = path("/discovery/test/stream-end");
     let watch = client.watch(&set).await.unwrap();
     let mut follower = Follower {

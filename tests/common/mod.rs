@@ -138,3 +138,22 @@ pub async fn member_nodes(raw: &zk::Client, path: &str) -> Vec<(String, Vec<u8>)
     }
     out
 }
+
+/// Makes the test `async fn $name(engine: WatchEngine)` two tests, one per
+/// watch engine: `$name::persistent` and `$name::one_shot`.
+#[macro_export]
+macro_rules! both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn persistent() {
+                super::$name(serversets::WatchEngine::Persistent).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_shot() {
+                super::$name(serversets::WatchEngine::OneShot).await
+            }
+        }
+    };
+}

@@ -41,6 +41,7 @@ type VectorEvents = FuturesUnordered<BoxFuture<'static, String>>;
 /// Runs the engine until it stops.
 pub(crate) async fn run(engine: &mut Engine) -> Ended {
     engine.watch_vectors = true;
+    engine.machine.reread_vectors_when_listed(false);
     let mut views = engine.session.views();
     let mut backoff = Backoff::new();
     let mut vector_events = VectorEvents::new();

@@ -44,6 +44,7 @@ enum Followed {
 /// Runs the engine until it stops, or until the server turns out to
 /// refuse persistent watches.
 pub(crate) async fn run(engine: &mut Engine) -> Ended {
+    engine.machine.reread_vectors_when_listed(true);
     let mut views = engine.session.views();
     let mut backoff = Backoff::new();
     let mut armed: Option<zk::PersistentWatcher> = None;

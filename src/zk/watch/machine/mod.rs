@@ -16,7 +16,7 @@
 //!
 //! [`View`]: crate::set::view::View
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tracing::{debug, warn};
@@ -170,12 +170,17 @@ pub(crate) struct Machine {
     path: ServerSetPath,
     cache: Cache,
     pending: HashMap<String, Pending>,
+    /// Children whose read failed: read again by the next listing, cached
+    /// or not (a failed re-read leaves stale data in the cache).
+    retry: HashSet<String>,
     /// Counts listings, to mark what each one includes.
     mark: u64,
     next_ticket: Ticket,
     /// The number after the highest sequential suffix seen since the path
     /// (last) appeared: what ZooKeeper gives the next sequential child.
     next_sequence: Option<u64>,
+    /// Read every listed weight vector again, cached or not.
+    reread_vectors: bool,
     actions: Actions,
 }
 
@@ -191,11 +196,24 @@ impl Machine {
             path,
             cache: Cache::default(),
             pending: HashMap::new(),
+            retry: HashSet::new(),
             mark: 0,
             next_ticket: 0,
             next_sequence: None,
+            reread_vectors: false,
             actions: Actions::default(),
         }
+    }
+
+    /// Whether a listing reads every weight vector again. A listing shows
+    /// names only: a vector whose data changed while the connection was
+    /// down (its event lost) looks the same. Members are written once, but
+    /// vectors are rewritten by operators; there are few of them, so the
+    /// persistent engine reads them all on every resync. The one-shot
+    /// engine keeps a data watch on each instead, which ZooKeeper fires on
+    /// reconnection for changes it missed.
+    pub(crate) fn reread_vectors_when_listed(&mut self, on: bool) {
+        self.reread_vectors = on;
     }
 
     /// The cache the views read.
@@ -204,6 +222,7 @@ impl Machine {
     }
 
     /// How many reads are in flight.
+    #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.pending.len()
     }
@@ -260,12 +279,20 @@ impl Machine {
                     continue;
                 }
             };
-            if let Some(known) = known {
-                *known = mark;
-            } else if let Some(pending) = self.pending.get_mut(&name) {
-                pending.mark = mark;
-            } else {
-                self.read(name);
+            let pending = self.pending.get_mut(&name).map(|p| p.mark = mark).is_some();
+            match known {
+                Some(known) => {
+                    *known = mark;
+                    // A failed read, or a vector whose data a listing cannot
+                    // vouch for: read it again, unless a read is on its way.
+                    let again = self.retry.contains(&name)
+                        || (self.reread_vectors && kind(&name) == Kind::Vector);
+                    if again && !pending {
+                        self.read(name);
+                    }
+                }
+                None if !pending => self.read(name),
+                None => {}
             }
         }
         self.next_sequence = Some(next_sequence);
@@ -282,6 +309,8 @@ impl Machine {
         self.cache.vectors.retain(|_, slot| slot.mark == mark);
         self.actions.reweigh |= self.cache.vectors.len() != vectors;
         self.pending.retain(|_, pending| pending.mark == mark);
+        // Failed reads of names no longer listed, and of names read anew.
+        self.retry.clear();
     }
 
     fn missing(&mut self) {
@@ -290,6 +319,7 @@ impl Machine {
             .extend(self.cache.members.drain().map(|(name, _)| name));
         self.cache.vectors.clear();
         self.pending.clear();
+        self.retry.clear();
         self.next_sequence = None;
     }
 
@@ -313,6 +343,7 @@ impl Machine {
 
     fn deleted(&mut self, name: &str) {
         self.pending.remove(name);
+        self.retry.remove(name);
         match kind(name) {
             Kind::Member => {
                 if self.cache.members.remove(name).is_some() {
@@ -358,7 +389,10 @@ impl Machine {
         self.pending.remove(&name);
         let mark = self.mark;
         match (kind(&name), result) {
-            (_, Read::Failed) => self.actions.relist = true,
+            (_, Read::Failed) => {
+                self.retry.insert(name);
+                self.actions.relist = true;
+            }
             (Kind::Member, Read::Data(data)) => {
                 if let Some(sequence) = sequential_suffix(&name) {
                     let next = sequence.saturating_add(1);
@@ -420,3 +454,6 @@ fn parse_vector(path: &ServerSetPath, name: &str, data: &[u8]) -> Vector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
