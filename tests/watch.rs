@@ -358,9 +358,9 @@ async fn flapping_members_with_and_without_stabilization(engine: WatchEngine) {
     assert!(change.snapshot.is_empty());
 }
 
+both_engines!(change_streams_end_when_the_client_closes);
 /// Change streams are `futures::Stream`s that end when the client closes,
 /// instead of waiting forever.
-both_engines!(change_streams_end_when_the_client_closes);
 async fn change_streams_end_when_the_client_closes(engine: WatchEngine) {
     use futures::StreamExt;
 

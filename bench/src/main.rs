@@ -10,8 +10,8 @@
 //! prints a markdown table (measurement, figure, reference, ratio, target,
 //! met) and writes the same rows as JSON (default `target/bench.json`).
 //! `--quick` uses small sizes and few rounds, for a smoke run. Measurements
-//! (for `--only`): `propagation`, `join`, `sessions`, `memory`, `ring`,
-//! `http`, `http_faults`, `pool`, `memcache`.
+//! (for `--only`): `propagation`, `join`, `sessions`, `memory`, `scale`,
+//! `ring`, `http`, `http_faults`, `pool`, `memcache`.
 //!
 //! References:
 //! - the ZooKeeper floor: `zookeeper-client`'s own create -> child
@@ -24,7 +24,13 @@
 //!   plain reqwest, a bare mutex-guarded idle list, the raw
 //!   `async-memcached` client driven the same way);
 //! - for faults, the same figure before the fault or without the faulty
-//!   server.
+//!   server;
+//! - for `scale` (the persistent watch engine from 100 to 100,000
+//!   members: join/leave latency, churn, bytes per change per watcher, the
+//!   CPU and bytes 50 watcher processes cost ZooKeeper, the initial load,
+//!   memory and a reconnection at 100,000), ZooKeeper's own persistent
+//!   recursive watch notification on a raw session, the one-shot engine,
+//!   and a raw load of the set.
 
 mod http;
 mod http_faults;
@@ -34,6 +40,7 @@ mod memory;
 mod pool;
 mod propagation;
 mod ring;
+mod scale;
 mod sessions;
 mod support;
 
@@ -43,11 +50,12 @@ use std::time::Instant;
 use support::{BoxError, Row};
 
 /// Every measurement, in the order they run.
-const MEASUREMENTS: [&str; 9] = [
+const MEASUREMENTS: [&str; 10] = [
     "propagation",
     "join",
     "sessions",
     "memory",
+    "scale",
     "ring",
     "http",
     "http_faults",
@@ -55,8 +63,8 @@ const MEASUREMENTS: [&str; 9] = [
     "memcache",
 ];
 
-/// The order they run in: the hot paths first.
-const RUN_ORDER: [&str; 9] = [
+/// The order they run in: the hot paths first, the largest sets last.
+const RUN_ORDER: [&str; 10] = [
     "ring",
     "http",
     "http_faults",
@@ -66,10 +74,11 @@ const RUN_ORDER: [&str; 9] = [
     "join",
     "sessions",
     "memory",
+    "scale",
 ];
 
 /// The measurements that need ZooKeeper.
-const ZOOKEEPER_MEASUREMENTS: [&str; 4] = ["propagation", "join", "sessions", "memory"];
+const ZOOKEEPER_MEASUREMENTS: [&str; 5] = ["propagation", "join", "sessions", "memory", "scale"];
 
 /// What the measurements share.
 pub struct Context {
@@ -127,11 +136,18 @@ fn parse_args() -> Result<Args, BoxError> {
 }
 
 fn main() {
-    // The child process of the memory measurement.
+    // The child processes of the memory and scale measurements.
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(memory::PROBE_FLAG) {
         if let Err(e) = memory::probe(&argv[2..]) {
             eprintln!("memory probe: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if argv.get(1).map(String::as_str) == Some(scale::WATCHER_FLAG) {
+        if let Err(e) = scale::watcher(&argv[2..]) {
+            eprintln!("scale watcher: {e}");
             std::process::exit(1);
         }
         return;
@@ -197,6 +213,7 @@ fn run() -> Result<(), BoxError> {
                 "join" => join::run(zk()?).await,
                 "sessions" => sessions::run(zk()?).await,
                 "memory" => memory::run(zk()?).await,
+                "scale" => scale::run(zk()?).await,
                 "ring" => {
                     let quick = args.quick;
                     tokio::task::spawn_blocking(move || ring::run(quick)).await?

@@ -58,13 +58,18 @@ pub async fn run(ctx: &Context) -> Result<Vec<Row>, BoxError> {
 }
 
 /// `VmRSS` in kB at three moments of a probe.
-struct Probe {
-    empty: u64,
-    connected: u64,
-    watching: u64,
+pub struct Probe {
+    /// Once its runtime runs.
+    pub empty: u64,
+    /// Connected, nothing watched.
+    pub connected: u64,
+    /// Holding the set.
+    pub watching: u64,
 }
 
-async fn spawn_probe(
+/// Runs a probe (`serversets` or `naive`) on the set at `dir`, which has
+/// `members` members (the scale measurement uses it too).
+pub async fn spawn_probe(
     mode: &str,
     connect: &str,
     dir: &str,

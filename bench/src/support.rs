@@ -82,6 +82,8 @@ pub fn show(value: f64, unit: &str) -> String {
         "µs" => format!("{value:.1} µs"),
         "ns" => format!("{value:.0} ns"),
         "MB" => format!("{value:.1} MB"),
+        "s" => format!("{value:.2} s"),
+        "B" => format!("{value:.0} B"),
         "%" => format!("{value:+.1} %"),
         "req/s" => format!("{value:.0} req/s"),
         "" => format!("{value}"),
@@ -241,3 +243,34 @@ pub async fn populate(writer: &zk::Client, dir: &str, size: usize) -> Result<(),
     }
     Ok(())
 }
+
+/// Creates `size` members like [`populate`], with multi-op requests of
+/// [`MULTI_CREATES`] creates each, a few requests in flight at a time: for
+/// sets of 100,000.
+pub async fn populate_multi(writer: &zk::Client, dir: &str, size: usize) -> Result<(), BoxError> {
+    /// Multi requests in flight at once.
+    const IN_FLIGHT: usize = 4;
+    mkdir(writer, dir).await?;
+    let prefix = format!("{dir}/member_");
+    let mode = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let indices: Vec<usize> = (0..size).collect();
+    for group in indices.chunks(MULTI_CREATES * IN_FLIGHT) {
+        let mut commits = Vec::new();
+        for chunk in group.chunks(MULTI_CREATES) {
+            let mut multi = writer.new_multi_writer();
+            for &i in chunk {
+                multi
+                    .add_create(&prefix, &member_data(i), &mode)
+                    .map_err(|e| format!("preparing a create in {dir}: {e}"))?;
+            }
+            commits.push(multi.commit());
+        }
+        for result in join_all(commits).await {
+            result.map_err(|e| format!("creating members in {dir}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// How many creates one request of [`populate_multi`] carries.
+pub const MULTI_CREATES: usize = 1000;

@@ -211,7 +211,7 @@ mod tests {
             now,
         );
         assert_eq!(ports(&view), [3]);
-        use futures::{FutureExt, StreamExt};
+        use futures::FutureExt;
         let change = changes.next().now_or_never().flatten().expect("a change");
         let added: Vec<u16> = change.added.iter().map(|e| e.endpoint.port).collect();
         let removed: Vec<u16> = change.removed.iter().map(|e| e.endpoint.port).collect();

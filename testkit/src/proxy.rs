@@ -1,9 +1,9 @@
 //! A TCP proxy that can black-hole traffic: a network partition between a
-//! client and a server, on loopback.
+//! client and a server, on loopback. It also counts the bytes it forwards.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -12,14 +12,17 @@ use std::time::Duration;
 /// [`Proxy::partition`] is on, nothing passes in either direction: bytes
 /// are dropped (connections stay open, nothing is refused), as when a
 /// network loses packets; [`Proxy::heal`] lets new bytes flow again. [`Proxy::cut`] closes every open
-/// connection at once.
+/// connection at once. [`Proxy::bytes_to_clients`] and
+/// [`Proxy::bytes_from_clients`] count what it has forwarded each way
+/// (over all connections, dropped bytes not included).
 ///
 /// ```no_run
 /// let mut proxy = testkit::Proxy::start("127.0.0.1:2181".parse().unwrap())?;
 /// let through = proxy.endpoint(); // give this to the client
 /// proxy.partition();
 /// proxy.heal();
-/// # let _ = through;
+/// let sent = proxy.bytes_to_clients(); // what the server sent through it
+/// # let _ = (through, sent);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
@@ -34,6 +37,19 @@ struct Shared {
     partitioned: AtomicBool,
     stopping: AtomicBool,
     connections: Mutex<Vec<TcpStream>>,
+    /// Bytes forwarded from the target to the clients.
+    to_clients: AtomicU64,
+    /// Bytes forwarded from the clients to the target.
+    from_clients: AtomicU64,
+}
+
+/// Which way a pipe copies.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// From a client to the target.
+    FromClient,
+    /// From the target to a client.
+    ToClient,
 }
 
 impl Proxy {
@@ -78,6 +94,19 @@ impl Proxy {
         self.shared.partitioned.load(Ordering::SeqCst)
     }
 
+    /// Bytes forwarded from the target to the clients so far (all
+    /// connections, closed ones included; bytes a partition dropped are not
+    /// counted).
+    pub fn bytes_to_clients(&self) -> u64 {
+        self.shared.to_clients.load(Ordering::SeqCst)
+    }
+
+    /// Bytes forwarded from the clients to the target so far (as
+    /// [`Proxy::bytes_to_clients`], the other way).
+    pub fn bytes_from_clients(&self) -> u64 {
+        self.shared.from_clients.load(Ordering::SeqCst)
+    }
+
     /// Closes every open connection (both sides see a reset or EOF).
     pub fn cut(&self) {
         if let Ok(mut connections) = self.shared.connections.lock() {
@@ -120,20 +149,28 @@ fn accept(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
                 }
             }
         }
-        for (from, to) in [(&client, &server), (&server, &client)] {
+        for (from, to, direction) in [
+            (&client, &server, Direction::FromClient),
+            (&server, &client, Direction::ToClient),
+        ] {
             let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
                 continue;
             };
             let shared = Arc::clone(&shared);
             let _ = thread::Builder::new()
                 .name("proxy-pipe".into())
-                .spawn(move || pipe(from, to, shared));
+                .spawn(move || pipe(from, to, direction, shared));
         }
     }
 }
 
-/// Copies bytes one way; while partitioned, holds them back.
-fn pipe(mut from: TcpStream, mut to: TcpStream, shared: Arc<Shared>) {
+/// Copies bytes one way, counting them; while partitioned, holds them
+/// back.
+fn pipe(mut from: TcpStream, mut to: TcpStream, direction: Direction, shared: Arc<Shared>) {
+    let counter = match direction {
+        Direction::FromClient => &shared.from_clients,
+        Direction::ToClient => &shared.to_clients,
+    };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -147,6 +184,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, shared: Arc<Shared>) {
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
+        counter.fetch_add(n as u64, Ordering::SeqCst);
     }
     let _ = to.shutdown(Shutdown::Write);
 }

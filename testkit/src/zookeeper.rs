@@ -205,6 +205,14 @@ impl ZooKeeper {
         self.child.is_running()
     }
 
+    /// The java process's id while it runs (to read its CPU time or memory
+    /// from `/proc/PID/`); `None` when it is stopped or has exited.
+    pub fn pid(&self) -> Option<u32> {
+        let mut child = self.child.lock();
+        let running = child.as_mut()?;
+        matches!(running.try_wait(), Ok(None)).then(|| running.id())
+    }
+
     /// Stops the server: kills the java process (SIGKILL, like a crash) and
     /// waits for it to exit. The data directory is kept, so
     /// [`start_again`](Self::start_again) brings back the same data and

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
@@ -447,7 +447,7 @@ fn truth(world: &World, selection: &Selection) -> Vec<(String, u16, f64)> {
         let weight = vector::weight(vectors.iter(), name, member.shard, endpoint);
         out.push((name.clone(), endpoint.port, weight));
     }
-    out.sort_by(|a, b| member_sequence(&a.0).cmp(&member_sequence(&b.0)));
+    out.sort_by_key(|a| member_sequence(&a.0));
     out
 }
 
