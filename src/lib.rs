@@ -12,14 +12,21 @@
 //! - [`Client::register`] → [`Registration`]: keeps a member registered
 //!   (optional health check); deleting it on close or drop.
 //! - [`Client::watch`] → [`Watch`]: a lock-free current [`Snapshot`] and a
-//!   [`Changes`] stream with deltas; a change costs ZooKeeper reads of the
-//!   changed members only.
+//!   [`Changes`] stream with deltas. One persistent recursive ZooKeeper
+//!   watch per set names each child that joins or leaves: a join costs one
+//!   read, a leave none, whatever the set's size ([`WatchEngine`]; servers
+//!   before 3.6 get one-shot watches). Watches of one path share it.
 //! - [`Source`]: what typed sets are built on; a [`Watch`] is one, a fixed
 //!   list ([`FixedSet`]) is another.
 //! - [`accrual`]: failure accrual (consecutive failures mark an endpoint
 //!   dead for a jittered, growing backoff), shared by every typed set.
 //! - [`codec`], [`vector`], [`Destination`], [`Selection`]: the Finagle
 //!   formats, usable without a connection.
+//!
+//! The source is in three layers: `format/` (the pure Finagle formats),
+//! `set/` (the set abstraction typed sets read) and `zk/` (the ZooKeeper
+//! runtime: pure state machines for watches and registrations, and the
+//! tasks that do their I/O).
 //! - Feature `tls`: `Tls` and `ClientBuilder::tls`, to connect to
 //!   ZooKeeper's secure client port.
 //!

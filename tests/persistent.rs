@@ -12,16 +12,6 @@ use futures::future::join_all;
 use serversets::{codec, Selection, WatchEngine};
 use zookeeper_client as zk;
 
-/// The member names of `dir` that decode, read with a raw client.
-async fn truth(raw: &zk::Client, dir: &str) -> BTreeSet<String> {
-    member_nodes(raw, dir)
-        .await
-        .into_iter()
-        .filter(|(_, data)| codec::decode(data).is_ok())
-        .map(|(name, _)| name)
-        .collect()
-}
-
 fn names(snapshot: &serversets::Snapshot) -> BTreeSet<String> {
     snapshot.iter().map(|e| e.name.clone()).collect()
 }
@@ -56,7 +46,7 @@ async fn joins_cost_one_read_leaves_none_and_no_listing() {
         "the join's read, none for the leave"
     );
     assert_eq!(after.events, loaded.events + 2);
-    assert_eq!(names(&watch.current()), truth(&other, dir).await);
+    assert_eq!(names(&watch.current()), valid_members(&other, dir).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +89,7 @@ async fn a_reconnect_with_nothing_changed_lists_once_and_reads_nothing() {
         .unwrap();
     other.delete(&format!("{dir}/{first}"), None).await.unwrap();
     wait_set(&watch, "leaves after the reconnection", |s| s.len() == 199).await;
-    assert_eq!(names(&watch.current()), truth(&other, dir).await);
+    assert_eq!(names(&watch.current()), valid_members(&other, dir).await);
     assert_eq!(
         watch.stats().listings,
         after.listings,
@@ -140,7 +130,7 @@ async fn changes_while_disconnected_are_found_by_the_resync() {
     assert_eq!(watch.current().len(), 20, "the last good set is kept");
     proxy.heal();
     wait_set(&watch, "the resync", |s| s.len() == 15).await;
-    assert_eq!(names(&watch.current()), truth(&other, dir).await);
+    assert_eq!(names(&watch.current()), valid_members(&other, dir).await);
     // Still armed.
     raw_member(&other, dir, &codec::encode(&member(26))).await;
     wait_set(&watch, "a join after the resync", |s| s.len() == 16).await;
@@ -241,7 +231,7 @@ async fn a_flood_of_changes_converges_and_strangers_are_ignored() {
     for result in join_all(leaves).await {
         result.unwrap();
     }
-    let expected = truth(&writers[0], dir).await;
+    let expected = valid_members(&writers[0], dir).await;
     assert_eq!(expected.len(), 1000);
     wait_set(&watch, "the flood to settle", |s| s.len() == 1000).await;
     assert_eq!(names(&watch.current()), expected);

@@ -75,16 +75,6 @@ fn count_read_aheads() {
         .try_init();
 }
 
-/// The member names of `dir` that decode, read with a raw client.
-async fn valid_members(raw: &zk::Client, dir: &str) -> BTreeSet<String> {
-    member_nodes(raw, dir)
-        .await
-        .into_iter()
-        .filter(|(_, data)| codec::decode(data).is_ok())
-        .map(|(name, _)| name)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_children_are_numbered_by_one_counter() {
     count_read_aheads();

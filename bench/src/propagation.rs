@@ -35,7 +35,7 @@ use crate::Context;
 /// When the watch task last logged "watch fired" (reset before each round).
 static FIRED: Mutex<Option<Instant>> = Mutex::new(None);
 
-/// Records the first "watch fired" debug event of `serversets::watch`
+/// Records the first "watch fired" debug event of `serversets::zk::watch`
 /// after a reset.
 struct FiredLayer;
 
@@ -67,7 +67,7 @@ pub fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_filter(filter);
     let fired = FiredLayer.with_filter(tracing_subscriber::filter::filter_fn(|m| {
-        m.target() == "serversets::watch" && *m.level() == tracing::Level::DEBUG
+        m.target().starts_with("serversets::zk::watch") && *m.level() == tracing::Level::DEBUG
     }));
     let _ = tracing_subscriber::registry()
         .with(fmt)

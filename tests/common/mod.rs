@@ -157,3 +157,14 @@ macro_rules! both_engines {
         }
     };
 }
+
+/// The member names of `dir` that decode, read with a raw client: what a
+/// watch of `dir` should hold.
+pub async fn valid_members(raw: &zk::Client, dir: &str) -> std::collections::BTreeSet<String> {
+    member_nodes(raw, dir)
+        .await
+        .into_iter()
+        .filter(|(_, data)| serversets::codec::decode(data).is_ok())
+        .map(|(name, _)| name)
+        .collect()
+}

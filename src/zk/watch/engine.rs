@@ -25,7 +25,7 @@ use crate::set::options::WatchOptions;
 use crate::set::publisher::Publisher;
 use crate::set::view::View;
 use crate::zk::health::Health;
-use crate::zk::session::{Session, SessionView};
+use crate::zk::session::{Backoff, Session, SessionView};
 use crate::zk::watch::machine::{Input, Machine, Ticket};
 use crate::zk::watch::read;
 use crate::zk::watch::stats::Counters;
@@ -374,17 +374,18 @@ impl Engine {
     }
 
     /// Waits for a connected session, handling commands and held-back
-    /// removals meanwhile. `None`: stop (closed, or no watch left).
+    /// removals meanwhile, and returns its client and connection epoch.
+    /// `None`: stop (closed, or no watch left).
     pub(crate) async fn connected(
         &mut self,
         views: &mut watch::Receiver<SessionView>,
-    ) -> Option<SessionView> {
+    ) -> Option<(zk::Client, u64)> {
         loop {
             {
                 let view = views.borrow_and_update();
                 match (&view.client, view.health) {
                     (_, Health::Closed) => return None,
-                    (Some(_), Health::Connected) => return Some(view.clone()),
+                    (Some(client), Health::Connected) => return Some((client.clone(), view.epoch)),
                     (_, health) => self.set_health(health),
                 }
             }
@@ -397,6 +398,33 @@ impl Engine {
                     }
                 }
                 _ = sleep_until(deadline) => self.expire(),
+            }
+        }
+    }
+
+    /// Out of sync: says so, then waits a backoff step (less if the
+    /// session changes), handling commands meanwhile.
+    pub(crate) async fn pause(
+        &mut self,
+        views: &mut watch::Receiver<SessionView>,
+        backoff: &mut Backoff,
+        error: &zk::Error,
+    ) -> Flow {
+        warn!(path = %self.path, %error, "watch out of sync; keeping the last set and retrying");
+        self.set_health(Health::Disconnected);
+        let delay = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(delay);
+        loop {
+            tokio::select! {
+                _ = &mut delay => return Flow::Continue,
+                changed = views.changed() => {
+                    return if changed.is_err() { Flow::Stop } else { Flow::Continue };
+                }
+                Some(command) = self.commands.recv() => {
+                    if self.command(command) == Flow::Stop {
+                        return Flow::Stop;
+                    }
+                }
             }
         }
     }

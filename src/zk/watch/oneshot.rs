@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 use zookeeper_client as zk;
 
 use crate::zk::health::Health;
@@ -47,12 +47,8 @@ pub(crate) async fn run(engine: &mut Engine) -> Ended {
     let mut vector_events = VectorEvents::new();
     let mut wake = Wake::Other;
     loop {
-        let Some(view) = engine.connected(&mut views).await else {
+        let Some((zk, epoch)) = engine.connected(&mut views).await else {
             return Ended::Stop;
-        };
-        let epoch = view.epoch;
-        let Some(zk) = view.client else {
-            continue;
         };
         let synced = sync(engine, &zk, wake).await;
         for (name, watcher) in engine.vector_watchers.drain(..) {
@@ -71,12 +67,8 @@ pub(crate) async fn run(engine: &mut Engine) -> Ended {
                 continue;
             }
             Err(e) => {
-                warn!(path = %engine.path, error = %e, "watch out of sync; keeping the last set and retrying");
-                engine.set_health(Health::Disconnected);
-                let delay = tokio::time::sleep(backoff.next_delay());
-                tokio::select! {
-                    _ = delay => {}
-                    changed = views.changed() => if changed.is_err() { return Ended::Stop },
+                if engine.pause(&mut views, &mut backoff, &e).await == Flow::Stop {
+                    return Ended::Stop;
                 }
                 wake = Wake::Other;
                 continue;

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 use zookeeper_client as zk;
 
 use crate::zk::health::Health;
@@ -49,12 +49,8 @@ pub(crate) async fn run(engine: &mut Engine) -> Ended {
     let mut backoff = Backoff::new();
     let mut armed: Option<zk::PersistentWatcher> = None;
     loop {
-        let Some(view) = engine.connected(&mut views).await else {
+        let Some((zk, epoch)) = engine.connected(&mut views).await else {
             return Ended::Stop;
-        };
-        let epoch = view.epoch;
-        let Some(zk) = view.client else {
-            continue;
         };
         let failure = match zk
             .watch(engine.path.as_str(), zk::AddWatchMode::PersistentRecursive)
@@ -74,9 +70,7 @@ pub(crate) async fn run(engine: &mut Engine) -> Ended {
             Err(e) => Some(e),
         };
         if let Some(e) = failure {
-            warn!(path = %engine.path, error = %e, "watch out of sync; keeping the last set and retrying");
-            engine.set_health(Health::Disconnected);
-            if pause(engine, &mut views, &mut backoff).await == Flow::Stop {
+            if engine.pause(&mut views, &mut backoff, &e).await == Flow::Stop {
                 return Ended::Stop;
             }
             continue;
@@ -90,34 +84,12 @@ pub(crate) async fn run(engine: &mut Engine) -> Ended {
             Followed::Resync(watcher) => armed = Some(watcher),
             Followed::Lost => {
                 drop(zk);
-                if pause(engine, &mut views, &mut backoff).await == Flow::Stop {
+                let lost = zk::Error::SessionExpired;
+                if engine.pause(&mut views, &mut backoff, &lost).await == Flow::Stop {
                     return Ended::Stop;
                 }
             }
             Followed::Stop => return Ended::Stop,
-        }
-    }
-}
-
-/// Waits a backoff step, or less if the session changes.
-async fn pause(
-    engine: &mut Engine,
-    views: &mut watch::Receiver<SessionView>,
-    backoff: &mut Backoff,
-) -> Flow {
-    let delay = tokio::time::sleep(backoff.next_delay());
-    tokio::pin!(delay);
-    loop {
-        tokio::select! {
-            _ = &mut delay => return Flow::Continue,
-            changed = views.changed() => {
-                return if changed.is_err() { Flow::Stop } else { Flow::Continue };
-            }
-            Some(command) = engine.commands.recv() => {
-                if engine.command(command) == Flow::Stop {
-                    return Flow::Stop;
-                }
-            }
         }
     }
 }
@@ -147,6 +119,7 @@ async fn follow(
                 }
             }
             event = watcher.changed() => {
+                debug!(path = %engine.path, ?event.event_type, "watch fired");
                 let mut next = Some(event);
                 let mut taken = 0;
                 while let Some(event) = next.take() {
