@@ -346,6 +346,10 @@ struct Seen {
 /// A watch event as the floor session got it, and when.
 struct FloorEvent {
     at: Instant,
+    /// For a member created while [`Observers::read_joins`] is on: when
+    /// the floor session had read it, right after the event (the least a
+    /// watcher can do to know a joining endpoint).
+    read_at: Option<Instant>,
     kind: zk::EventType,
     path: String,
     /// A session event with a terminal state: nothing follows.
@@ -357,6 +361,8 @@ struct FloorEvent {
 struct Observers {
     ours: mpsc::UnboundedReceiver<Seen>,
     floor: mpsc::UnboundedReceiver<FloorEvent>,
+    /// Whether the floor session reads each member it sees created.
+    read_joins: std::sync::Arc<std::sync::atomic::AtomicBool>,
     _tasks: [Task; 2],
 }
 
@@ -367,14 +373,28 @@ impl Observers {
             .await
             .map_err(|e| format!("the floor's persistent watch on {dir}: {e}"))?;
         let (floor_tx, floor_rx) = mpsc::unbounded_channel();
+        let read_joins = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reading = std::sync::Arc::clone(&read_joins);
+        let reader = floor.clone();
         let floor_task = tokio::spawn(async move {
             loop {
                 let event = watcher.changed().await;
                 let at = Instant::now();
                 let terminated = event.event_type == zk::EventType::Session
                     && event.session_state.is_terminated();
+                let read_at = if event.event_type == zk::EventType::NodeCreated
+                    && reading.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    match reader.get_data(&event.path).await {
+                        Ok(_) => Some(Instant::now()),
+                        Err(_) => None,
+                    }
+                } else {
+                    None
+                };
                 let sent = floor_tx.send(FloorEvent {
                     at,
+                    read_at,
                     kind: event.event_type,
                     path: event.path,
                     terminated,
@@ -406,6 +426,7 @@ impl Observers {
         Ok(Observers {
             ours: ours_rx,
             floor: floor_rx,
+            read_joins,
             _tasks: [Task(floor_task), Task(ours_task)],
         })
     }
@@ -427,6 +448,15 @@ impl Observers {
 
     /// When the floor session got the `kind` event of `path`.
     async fn floor_sees(&mut self, path: &str, kind: zk::EventType) -> Result<Instant, BoxError> {
+        Ok(self.floor_event(path, kind).await?.at)
+    }
+
+    /// The floor session's `kind` event of `path`.
+    async fn floor_event(
+        &mut self,
+        path: &str,
+        kind: zk::EventType,
+    ) -> Result<FloorEvent, BoxError> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let event = tokio::time::timeout_at(deadline, self.floor.recv())
@@ -437,7 +467,7 @@ impl Observers {
                 return Err("the floor watcher's session ended".into());
             }
             if event.kind == kind && event.path == path {
-                return Ok(event.at);
+                return Ok(event);
             }
         }
     }
@@ -578,6 +608,8 @@ async fn settle(watch: &Watch, truth: usize) -> Result<(), BoxError> {
 struct SizeFigures {
     join_ours: Vec<Duration>,
     join_floor: Vec<Duration>,
+    /// The floor's notification plus its read of the new member.
+    join_floor_read: Vec<Duration>,
     leave_ours: Vec<Duration>,
     leave_floor: Vec<Duration>,
     churn_ours: Vec<Duration>,
@@ -613,6 +645,7 @@ async fn measure_size(
     let mut f = SizeFigures {
         join_ours: Vec::new(),
         join_floor: Vec::new(),
+        join_floor_read: Vec::new(),
         leave_ours: Vec::new(),
         leave_floor: Vec::new(),
         churn_ours: Vec::new(),
@@ -622,6 +655,9 @@ async fn measure_size(
     };
 
     // Join and leave, every watcher up to date before the next change.
+    observers
+        .read_joins
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     for _ in 0..plan.rounds[e] {
         for join in [true, false] {
             let op = if join {
@@ -630,7 +666,12 @@ async fn measure_size(
                 writer.leave().await?
             };
             let ours_at = observers.ours_sees(&op.name, join).await?;
-            let floor_at = observers.floor_sees(&op.path(&dir), op.kind()).await?;
+            let floor = observers.floor_event(&op.path(&dir), op.kind()).await?;
+            let floor_at = floor.at;
+            if let Some(read_at) = floor.read_at {
+                f.join_floor_read
+                    .push(read_at.saturating_duration_since(op.started));
+            }
             let (o, fl) = if join {
                 (&mut f.join_ours, &mut f.join_floor)
             } else {
@@ -641,6 +682,10 @@ async fn measure_size(
             others.all_report(writer.truth).await?;
         }
     }
+
+    observers
+        .read_joins
+        .store(false, std::sync::atomic::Ordering::Relaxed);
 
     // Back-to-back churn, in blocks gated alternately by our watch and by
     // the floor. After each block, two marker members: the churn never
@@ -750,6 +795,16 @@ fn latency_rows(plan: &SizePlan, figures: &[SizeFigures]) -> Vec<Row> {
             )
             .against("ZooKeeper floor", p50(floor))
             .figure_text(format!("{:.2} ms (p99 {:.2})", p50(ours), p99(ours)));
+            let row = if join && !f.join_floor_read.is_empty() {
+                let text = format!(
+                    "{}; floor + one read of the member {:.2} ms",
+                    row.reference,
+                    p50(&f.join_floor_read)
+                );
+                row.reference_text(text)
+            } else {
+                row
+            };
             let row = if engine == WatchEngine::Persistent && plan.targeted {
                 let ratio = row.ratio.unwrap_or(f64::INFINITY);
                 row.target("≤ 1.5x floor", ratio <= 1.5)
@@ -757,6 +812,21 @@ fn latency_rows(plan: &SizePlan, figures: &[SizeFigures]) -> Vec<Row> {
                 row
             };
             rows.push(row);
+            if join && engine == WatchEngine::Persistent && !f.join_floor_read.is_empty() {
+                // The least any watcher does to know a joining endpoint:
+                // ZooKeeper's notification names the node, not its data.
+                rows.push(
+                    Row::info(
+                        format!(
+                            "join -> visible, {} members{load}, persistent, against the floor + one read",
+                            count(plan.size)
+                        ),
+                        p50(ours),
+                        "ms",
+                    )
+                    .against("notification + read of the member", p50(&f.join_floor_read)),
+                );
+            }
         }
     }
     rows

@@ -1,33 +1,55 @@
-//! A watch's served entries, in snapshot order, with a copy kept ready to
-//! publish.
+//! A view's served entries, in snapshot order, and the buffers its
+//! snapshots are published in.
 //!
-//! A snapshot owns its entries, so publishing one means a fresh vector of
-//! the whole set: at 10,000 members, 10,000 reference counts touched,
-//! mostly cache misses after the watch sat idle. The copy is made while the
-//! watch is idle, kept in step with every insert and removal (a binary
-//! search and a move), and handed over when a change is published, so that
-//! publishing costs the change, not the set.
+//! A snapshot owns its entries, so publishing one means a vector of the
+//! whole set. Filling a fresh one touches every entry's reference count:
+//! at 100,000 members, 100,000 cache misses per change, and as many again
+//! when the old snapshot is dropped. Instead, the snapshot published two
+//! changes ago is recycled: by the time the next change comes, its readers
+//! (change streams release the snapshot they saw before at their next
+//! call) have moved on, so it is ours alone; the inserts and removals made
+//! since it was published are replayed into it (a binary search and a
+//! move each) and it is published again. A change then costs the change,
+//! not the set. If someone still holds it, a fresh copy is made.
 
 use std::sync::Arc;
 
-use crate::set::snapshot::Entry;
+use crate::set::snapshot::{Entry, Snapshot};
 
-/// Entries sorted as in a snapshot, and a ready copy of them.
+/// One edit of the served entries, kept to bring an older buffer up to
+/// date.
+#[derive(Debug)]
+enum Edit {
+    Insert(Arc<Entry>),
+    Remove(Arc<Entry>),
+}
+
+/// A published snapshot and the edits made since it was published.
+#[derive(Debug)]
+struct Published {
+    snapshot: Arc<Snapshot>,
+    edits: Vec<Edit>,
+}
+
+/// How many edits a published snapshot may lag behind before it is not
+/// worth replaying them into it (a fresh copy is then cheaper).
+const MAX_EDITS: usize = 1024;
+
+/// Entries sorted as in a snapshot, and the last two snapshots published.
 #[derive(Debug, Default)]
 pub(crate) struct Served {
     entries: Vec<Arc<Entry>>,
-    /// Equal to `entries` when present.
-    ready: Option<Vec<Arc<Entry>>>,
+    /// The current snapshot and the one before it (oldest first).
+    published: Vec<Published>,
 }
 
 impl Served {
     /// Removes the entry with this order key.
     pub(crate) fn remove(&mut self, key: (u64, &str)) -> Option<Arc<Entry>> {
         let at = self.position(key).ok()?;
-        if let Some(ready) = &mut self.ready {
-            ready.remove(at);
-        }
-        Some(self.entries.remove(at))
+        let removed = self.entries.remove(at);
+        self.log(|| Edit::Remove(Arc::clone(&removed)));
+        Some(removed)
     }
 
     /// Inserts an entry; `false` if one with its order key is there.
@@ -35,21 +57,26 @@ impl Served {
         let Err(at) = self.position(entry.order_key()) else {
             return false;
         };
-        if let Some(ready) = &mut self.ready {
-            ready.insert(at, Arc::clone(entry));
-        }
         self.entries.insert(at, Arc::clone(entry));
+        self.log(|| Edit::Insert(Arc::clone(entry)));
         true
+    }
+
+    fn log(&mut self, edit: impl Fn() -> Edit) {
+        self.published.retain_mut(|p| {
+            p.edits.push(edit());
+            p.edits.len() <= MAX_EDITS
+        });
     }
 
     /// Where the entry with this order key is, or would be inserted.
     fn position(&self, key: (u64, &str)) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| e.order_key().cmp(&key))
+        position(&self.entries, key)
     }
 
     /// Replaces every entry; returns the old ones.
     pub(crate) fn replace(&mut self, entries: Vec<Arc<Entry>>) -> Vec<Arc<Entry>> {
-        self.ready = None;
+        self.published.clear();
         std::mem::replace(&mut self.entries, entries)
     }
 
@@ -58,17 +85,48 @@ impl Served {
         self.entries.iter()
     }
 
-    /// The entries for a snapshot: the ready copy, or a copy made now.
+    /// The entries for the next snapshot: the oldest snapshot kept, brought
+    /// up to date, if no one else holds it; else a copy.
     pub(crate) fn publishable(&mut self) -> Vec<Arc<Entry>> {
-        self.ready.take().unwrap_or_else(|| self.entries.clone())
+        if self.published.len() == 2 {
+            let oldest = self.published.remove(0);
+            if let Ok(snapshot) = Arc::try_unwrap(oldest.snapshot) {
+                let mut entries = snapshot.into_entries();
+                for edit in oldest.edits {
+                    match edit {
+                        Edit::Insert(entry) => {
+                            if let Err(at) = position(&entries, entry.order_key()) {
+                                entries.insert(at, entry);
+                            }
+                        }
+                        Edit::Remove(entry) => {
+                            if let Ok(at) = position(&entries, entry.order_key()) {
+                                entries.remove(at);
+                            }
+                        }
+                    }
+                }
+                return entries;
+            }
+        }
+        self.entries.clone()
     }
 
-    /// Makes the ready copy, if there is none (call when idle).
-    pub(crate) fn prepare(&mut self) {
-        if self.ready.is_none() {
-            self.ready = Some(self.entries.clone());
+    /// Takes note of the snapshot published from [`Served::publishable`]'s
+    /// entries, to recycle it two changes later.
+    pub(crate) fn published(&mut self, snapshot: Arc<Snapshot>) {
+        if self.published.len() == 2 {
+            self.published.remove(0);
         }
+        self.published.push(Published {
+            snapshot,
+            edits: Vec::new(),
+        });
     }
+}
+
+fn position(entries: &[Arc<Entry>], key: (u64, &str)) -> Result<usize, usize> {
+    entries.binary_search_by(|e| e.order_key().cmp(&key))
 }
 
 #[cfg(test)]
@@ -83,22 +141,43 @@ mod tests {
         entries.iter().filter_map(|e| e.sequence).collect()
     }
 
+    fn publish(served: &mut Served, version: u64) -> Arc<Snapshot> {
+        let snapshot = Arc::new(Snapshot::new(version, served.publishable()));
+        served.published(Arc::clone(&snapshot));
+        snapshot
+    }
+
     #[test]
-    fn the_ready_copy_follows_every_change() {
+    fn old_snapshots_are_recycled_with_every_edit_replayed() {
         let mut served = Served::default();
         assert!(served.insert(&entry(3)));
-        served.prepare();
-        assert!(served.insert(&entry(1)));
-        assert!(served.insert(&entry(2)));
-        assert!(!served.insert(&entry(2)), "no duplicates");
+        assert!(served.insert(&entry(4)));
+        assert!(!served.insert(&entry(4)), "no duplicates");
+        let first = publish(&mut served, 1);
         assert!(served.remove((3, "member_0000000003")).is_some());
         assert!(served.remove((9, "member_0000000009")).is_none());
-        let published = served.publishable();
-        assert_eq!(names(&published), [1, 2]);
-        // Taken: the next one is a fresh copy, then a ready one again.
+        let second = publish(&mut served, 2);
+        assert!(served.insert(&entry(1)));
+        // The first snapshot is ours alone again: it is recycled.
+        let first_buffer = first.entries().as_ptr();
+        drop(first);
+        let third = publish(&mut served, 3);
+        assert_eq!(
+            third.entries().as_ptr(),
+            first_buffer,
+            "recycled, not copied"
+        );
+        assert_eq!(names(third.entries()), [1, 4]);
+        // Someone still holds the second: a copy, equal all the same.
         assert!(served.insert(&entry(0)));
-        assert_eq!(names(&served.publishable()), [0, 1, 2]);
-        served.prepare();
+        let fourth = publish(&mut served, 4);
+        assert_ne!(fourth.entries().as_ptr(), second.entries().as_ptr());
+        assert_eq!(names(fourth.entries()), [0, 1, 4]);
+        assert_eq!(
+            names(second.entries()),
+            [4],
+            "a held snapshot never changes"
+        );
         served.replace(vec![entry(5)]);
         assert_eq!(names(&served.publishable()), [5]);
         assert_eq!(served.iter().count(), 1);

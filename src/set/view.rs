@@ -122,11 +122,6 @@ impl View {
         self.stabilizer.as_ref().and_then(Stabilizer::next_deadline)
     }
 
-    /// Makes the copy the next publication hands over (call when idle).
-    pub(crate) fn prepare(&mut self) {
-        self.served.prepare();
-    }
-
     fn publish(&mut self, added: Vec<Arc<Entry>>, removed: Vec<Arc<Entry>>, now: Instant) {
         if let Some(stabilizer) = &mut self.stabilizer {
             stabilizer.observe(&added, &removed, now);
@@ -135,8 +130,10 @@ impl View {
         }
         let first = self.publisher.version() == 0;
         if first || !added.is_empty() || !removed.is_empty() {
-            self.publisher
+            let snapshot = self
+                .publisher
                 .publish(self.served.publishable(), added, removed);
+            self.served.published(snapshot);
         }
     }
 }

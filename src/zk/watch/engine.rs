@@ -286,15 +286,7 @@ impl Engine {
                 self.add(options, reply);
             }
         }
-        self.prepare();
         self.set_health(Health::Connected);
-    }
-
-    /// Makes each view's copy for its next publication (call when idle).
-    pub(crate) fn prepare(&mut self) {
-        for slot in &mut self.views {
-            slot.view.prepare();
-        }
     }
 
     /// Lists the set once with `list` (a plain listing, or one that arms a
@@ -304,13 +296,16 @@ impl Engine {
     pub(crate) async fn resync<W>(
         &mut self,
         zk: &zk::Client,
-        listing: Result<(Vec<String>, W), zk::Error>,
+        listing: Result<(Vec<String>, zk::Stat, W), zk::Error>,
     ) -> Result<Option<W>, zk::Error> {
         self.counters.count_listing();
         let armed = match listing {
-            Ok((names, armed)) => {
+            Ok((names, stat, armed)) => {
                 debug!(path = %self.path, children = names.len(), "children listed");
-                self.feed(Input::Listed(names));
+                self.feed(Input::Listed {
+                    names,
+                    incarnation: stat.czxid,
+                });
                 Some(armed)
             }
             Err(zk::Error::NoNode) => {

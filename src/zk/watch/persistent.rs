@@ -61,9 +61,9 @@ pub(crate) async fn run(engine: &mut Engine) -> Ended {
                 // would reach the server before the new addWatch.
                 armed = Some(watcher);
                 let listing = zk
-                    .list_children(engine.path.as_str())
+                    .get_children(engine.path.as_str())
                     .await
-                    .map(|names| (names, ()));
+                    .map(|(names, stat)| (names, stat, ()));
                 engine.resync(&zk, listing).await.err()
             }
             Err(zk::Error::Unimplemented) => return Ended::Fallback,
@@ -162,7 +162,6 @@ async fn follow(
                 std::sync::Arc::clone(&engine.counters),
             ));
         }
-        engine.prepare();
     }
 }
 

@@ -36,7 +36,14 @@ pub(crate) type Ticket = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Input {
     /// The children of the set path, all of them, as of now.
-    Listed(Vec<String>),
+    Listed {
+        /// Their names.
+        names: Vec<String>,
+        /// The set path's creation (its `czxid`): a path deleted and
+        /// created again numbers its children from zero again, so a name
+        /// cached from before may now be another member.
+        incarnation: i64,
+    },
     /// The set path does not exist (listed, or deleted).
     Missing,
     /// A child was created (a persistent watch's `NodeCreated`).
@@ -181,6 +188,8 @@ pub(crate) struct Machine {
     next_sequence: Option<u64>,
     /// Read every listed weight vector again, cached or not.
     reread_vectors: bool,
+    /// The set path's `czxid` as last listed.
+    incarnation: Option<i64>,
     actions: Actions,
 }
 
@@ -201,6 +210,7 @@ impl Machine {
             next_ticket: 0,
             next_sequence: None,
             reread_vectors: false,
+            incarnation: None,
             actions: Actions::default(),
         }
     }
@@ -235,7 +245,14 @@ impl Machine {
     /// Takes one input into account.
     pub(crate) fn handle(&mut self, input: Input) {
         match input {
-            Input::Listed(names) => self.listed(names),
+            Input::Listed { names, incarnation } => {
+                if self.incarnation.is_some_and(|known| known != incarnation) {
+                    debug!(path = %self.path, "the set path was created again: every cached member is forgotten");
+                    self.missing();
+                }
+                self.incarnation = Some(incarnation);
+                self.listed(names)
+            }
             Input::Missing => self.missing(),
             Input::Created(name) => self.created(name),
             Input::Deleted(name) => self.deleted(&name),
@@ -314,6 +331,7 @@ impl Machine {
     }
 
     fn missing(&mut self) {
+        self.incarnation = None;
         self.actions
             .touched
             .extend(self.cache.members.drain().map(|(name, _)| name));

@@ -67,7 +67,10 @@ fn a_leave_needs_no_read_and_a_join_one() {
     let mut data = BTreeMap::new();
     data.insert(name(1), member_data(1));
     data.insert(name(2), member_data(2));
-    machine.handle(Input::Listed(data.keys().cloned().collect()));
+    machine.handle(Input::Listed {
+        names: data.keys().cloned().collect(),
+        incarnation: 1,
+    });
     settle(&mut machine, &data);
     assert_eq!(cached(&machine), [name(1), name(2)]);
 
@@ -88,16 +91,46 @@ fn a_resync_with_nothing_changed_reads_nothing() {
     let mut machine = Machine::new(path());
     let data: BTreeMap<String, Vec<u8>> =
         (0..100).map(|i| (name(i), member_data(i as u16))).collect();
-    machine.handle(Input::Listed(data.keys().cloned().collect()));
+    machine.handle(Input::Listed {
+        names: data.keys().cloned().collect(),
+        incarnation: 1,
+    });
     settle(&mut machine, &data);
-    machine.handle(Input::Listed(data.keys().cloned().collect()));
+    machine.handle(Input::Listed {
+        names: data.keys().cloned().collect(),
+        incarnation: 1,
+    });
     assert_eq!(machine.take_actions(), Actions::default());
+}
+
+#[test]
+fn a_path_created_again_forgets_what_it_held() {
+    let mut machine = Machine::new(path());
+    let old: BTreeMap<String, Vec<u8>> = [(name(1), b"not json".to_vec())].into();
+    machine.handle(Input::Listed {
+        names: vec![name(1)],
+        incarnation: 1,
+    });
+    settle(&mut machine, &old);
+    // Deleted and created again between two listings: the same name now
+    // stands for another member, which must be read.
+    let new: BTreeMap<String, Vec<u8>> = [(name(1), member_data(1))].into();
+    machine.handle(Input::Listed {
+        names: vec![name(1)],
+        incarnation: 2,
+    });
+    settle(&mut machine, &new);
+    let entry = machine.cache().entry(&name(1), &Selection::service());
+    assert_eq!(entry.map(|e| e.endpoint.port), Some(1));
 }
 
 #[test]
 fn stale_reads_are_ignored() {
     let mut machine = Machine::new(path());
-    machine.handle(Input::Listed(vec![]));
+    machine.handle(Input::Listed {
+        names: vec![],
+        incarnation: 1,
+    });
     machine.handle(Input::Created(name(1)));
     let (read, ticket) = machine.take_actions().reads.remove(0);
     // Deleted before its read came back: the read's data is stale.
@@ -114,7 +147,10 @@ fn stale_reads_are_ignored() {
 #[test]
 fn grandchildren_and_strangers_are_ignored() {
     let mut machine = Machine::new(path());
-    machine.handle(Input::Listed(vec!["lock".into(), name(1)]));
+    machine.handle(Input::Listed {
+        names: vec!["lock".into(), name(1)],
+        incarnation: 1,
+    });
     let actions = machine.take_actions();
     assert_eq!(actions.reads.len(), 1, "only the member is read");
     machine.handle(Input::Created("other_0000000001".into()));
@@ -188,6 +224,8 @@ enum Engine {
 struct World {
     engine: Engine,
     exists: bool,
+    /// Counts creations of the set path (its `czxid`).
+    incarnation: i64,
     children: BTreeMap<String, Vec<u8>>,
     next_sequence: u64,
     vector: Option<String>,
@@ -201,6 +239,7 @@ impl World {
         World {
             engine,
             exists: true,
+            incarnation: 1,
             children: BTreeMap::new(),
             next_sequence: 0,
             vector: None,
@@ -246,7 +285,10 @@ impl World {
 
     fn listing(&self) -> Input {
         if self.exists {
-            Input::Listed(self.children.keys().cloned().collect())
+            Input::Listed {
+                names: self.children.keys().cloned().collect(),
+                incarnation: self.incarnation,
+            }
         } else {
             Input::Missing
         }
@@ -302,6 +344,7 @@ impl World {
             Op::TogglePath => {
                 if !self.exists {
                     self.exists = true;
+                    self.incarnation += 1;
                     self.next_sequence = 0;
                     self.notify(Event::Relist);
                 } else if self.children.is_empty() {
@@ -505,7 +548,7 @@ fn run_model(engine: Engine, ops: &[Op]) {
         }
         let listing = inputs
             .iter()
-            .any(|i| matches!(i, Input::Listed(_) | Input::Missing));
+            .any(|i| matches!(i, Input::Listed { .. } | Input::Missing));
         if engine == Engine::OneShot && listing && matches!(op, Op::Deliver(_)) {
             // Woken by a children change: the read-ahead goes first.
             machine.guess_joins();
