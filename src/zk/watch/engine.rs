@@ -15,11 +15,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use zookeeper_client as zk;
 
+use crate::format::member::VECTOR_PREFIX;
 use crate::format::path::ServerSetPath;
 use crate::set::options::WatchOptions;
 use crate::set::publisher::Publisher;
@@ -329,16 +331,28 @@ impl Engine {
             if reads.is_empty() {
                 return Ok(());
             }
-            let inputs = if self.watch_vectors {
-                let (inputs, watchers) =
-                    read::read_watching_vectors(zk, &self.path, reads, &self.counters).await;
-                self.vector_watchers.extend(watchers);
-                inputs
+            let (vectors, members): (Vec<_>, Vec<_>) = if self.watch_vectors {
+                reads
+                    .into_iter()
+                    .partition(|(name, _)| name.starts_with(VECTOR_PREFIX))
             } else {
-                read::read(zk, &self.path, reads, &self.counters).await
+                (Vec::new(), reads)
             };
-            for input in inputs {
-                self.feed(input);
+            if !vectors.is_empty() {
+                let (inputs, watchers) =
+                    read::read_vectors_watching(zk, &self.path, vectors, &self.counters).await;
+                self.vector_watchers.extend(watchers);
+                for input in inputs {
+                    self.machine.handle(input);
+                }
+            }
+            // Applied batch by batch: 100,000 members' data is never all
+            // held at once.
+            let mut batches = read::start(zk, &self.path, members, &self.counters);
+            while let Some(inputs) = batches.next().await {
+                for input in inputs {
+                    self.machine.handle(input);
+                }
             }
         }
     }

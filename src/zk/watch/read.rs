@@ -9,10 +9,10 @@
 //! size limit) is read node by node.
 
 use futures::future::{join_all, BoxFuture};
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use zookeeper_client as zk;
 
-use crate::format::member::VECTOR_PREFIX;
 use crate::format::path::ServerSetPath;
 use crate::zk::watch::machine::{Input, Read, Ticket};
 use crate::zk::watch::stats::Counters;
@@ -23,32 +23,53 @@ const MULTI_READ_CHUNK: usize = 500;
 /// Below this many nodes, plain pipelined reads.
 const MULTI_READ_MIN: usize = 8;
 
-/// Reads `reads` (children of `path`) and returns their results as
-/// inputs for the machine, in no particular order.
+/// Starts reading `reads` (children of `path`): each item of the returned
+/// stream is the results of one request, as inputs for the machine, so
+/// that they can be applied (and their data freed) as they come.
+pub(crate) fn start<'a>(
+    zk: &'a zk::Client,
+    path: &'a ServerSetPath,
+    reads: Vec<(String, Ticket)>,
+    counters: &Counters,
+) -> FuturesUnordered<BoxFuture<'a, Vec<Input>>> {
+    counters.count_reads(reads.len());
+    let batches = FuturesUnordered::new();
+    if reads.len() < MULTI_READ_MIN {
+        batches.push(read_each(zk, path, reads).boxed());
+        return batches;
+    }
+    let mut reads = reads.into_iter();
+    loop {
+        let chunk: Vec<_> = reads.by_ref().take(MULTI_READ_CHUNK).collect();
+        if chunk.is_empty() {
+            return batches;
+        }
+        batches.push(read_chunk(zk, path, chunk).boxed());
+    }
+}
+
+/// Reads `reads` and returns every result.
 pub(crate) async fn read(
     zk: &zk::Client,
     path: &ServerSetPath,
     reads: Vec<(String, Ticket)>,
     counters: &Counters,
 ) -> Vec<Input> {
-    counters.count_reads(reads.len());
-    read_members(zk, path, reads).await
+    let batches: Vec<Vec<Input>> = start(zk, path, reads, counters).collect().await;
+    batches.into_iter().flatten().collect()
 }
 
-/// Reads like [`read`], but weight vectors with a data watch each (for
-/// the one-shot engine, which has no other way to learn that one changed),
-/// returned beside the results.
-pub(crate) async fn read_watching_vectors(
+/// Reads weight vectors with a data watch each (for the one-shot engine,
+/// which has no other way to learn that one changed), returned beside the
+/// results.
+pub(crate) async fn read_vectors_watching(
     zk: &zk::Client,
     path: &ServerSetPath,
-    reads: Vec<(String, Ticket)>,
+    vectors: Vec<(String, Ticket)>,
     counters: &Counters,
 ) -> (Vec<Input>, Vec<(String, zk::OneshotWatcher)>) {
-    counters.count_reads(reads.len());
-    let (vectors, members): (Vec<_>, Vec<_>) = reads
-        .into_iter()
-        .partition(|(name, _)| name.starts_with(VECTOR_PREFIX));
-    let mut inputs = read_members(zk, path, members).await;
+    counters.count_reads(vectors.len());
+    let mut inputs = Vec::with_capacity(vectors.len());
     let mut watchers = Vec::new();
     for (name, ticket) in vectors {
         let result = match zk.get_and_watch_data(&path.member_path(&name)).await {
@@ -65,20 +86,6 @@ pub(crate) async fn read_watching_vectors(
         });
     }
     (inputs, watchers)
-}
-
-async fn read_members(
-    zk: &zk::Client,
-    path: &ServerSetPath,
-    reads: Vec<(String, Ticket)>,
-) -> Vec<Input> {
-    if reads.len() < MULTI_READ_MIN {
-        return read_each(zk, path, reads).await;
-    }
-    let chunks: Vec<Vec<(String, Ticket)>> =
-        reads.chunks(MULTI_READ_CHUNK).map(<[_]>::to_vec).collect();
-    let chunks = chunks.into_iter().map(|chunk| read_chunk(zk, path, chunk));
-    join_all(chunks).await.into_iter().flatten().collect()
 }
 
 /// The same, as a future that owns what it needs (for a driver that keeps
