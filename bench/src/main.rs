@@ -2,7 +2,7 @@
 //! figure next to a reference measured in the same run.
 //!
 //! ```text
-//! cargo run --release --example bench [-- --quick] [-- --only NAME[,NAME]] [-- --json PATH]
+//! cargo run --release -p serversets-bench [-- --quick] [--only NAME[,NAME]] [--json PATH]
 //! ```
 //!
 //! It starts its own ZooKeeper (and HTTP servers, memcached servers, and
