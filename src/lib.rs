@@ -22,6 +22,10 @@
 //!   dead for a jittered, growing backoff), shared by every typed set.
 //! - [`codec`], [`vector`], [`Destination`], [`Selection`]: the Finagle
 //!   formats, usable without a connection.
+//! - [`metrics`]: the metrics recorded through the `metrics` facade (set
+//!   sizes and health, session events, ZooKeeper requests, registrations,
+//!   typed sets' requests and ejections), free until a recorder is
+//!   installed.
 //!
 //! The source is in three layers: `format/` (the pure Finagle formats),
 //! `set/` (the set abstraction typed sets read) and `zk/` (the ZooKeeper
@@ -53,6 +57,7 @@
 
 mod error;
 mod format;
+pub mod metrics;
 mod set;
 mod zk;
 
@@ -65,6 +70,7 @@ pub use format::path::{Environment, ServerSetPath, DISCOVERY_ROOT};
 pub use format::selection::Selection;
 pub use format::{codec, vector};
 pub use set::fixed::{FixedEndpoint, FixedSet};
+pub use set::leader::Leaders;
 pub use set::options::WatchOptions;
 pub use set::publisher::{Changes, Publisher};
 pub use set::snapshot::{Change, Entry, Snapshot};

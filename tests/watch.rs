@@ -389,3 +389,44 @@ async fn change_streams_end_when_the_client_closes(engine: WatchEngine) {
     // The last set stays readable.
     assert_eq!(ports(&watch.current()), [1101]);
 }
+
+both_engines!(leader_changes_and_metadata_filters);
+/// `Watch::leaders` yields the oldest member now and at each change of
+/// leader only; metadata filters select members by their metadata.
+async fn leader_changes_and_metadata_filters(engine: WatchEngine) {
+    use futures::StreamExt;
+    let server = zookeeper();
+    let connect = server.connect_string();
+    let client = client_on(&connect, engine).await;
+    let other = raw(&connect).await;
+    let dir = "/discovery/test/leaders";
+    mkdir(&other, dir).await;
+    let zoned = |port: u16, zone: &str| codec::encode(&member(port).with_metadata("zone", zone));
+    let first = raw_member(&other, dir, &zoned(1, "eu")).await;
+    let watch = client.watch(&path(dir)).await.unwrap();
+    let eu = client
+        .watch_with(&path(dir), Selection::service().with_metadata("zone", "eu"))
+        .await
+        .unwrap();
+    let mut leaders = watch.leaders();
+    let port = |e: Option<std::sync::Arc<serversets::Entry>>| e.map(|e| e.endpoint.port);
+    assert_eq!(
+        port(within("the leader", leaders.next()).await.unwrap()),
+        Some(1)
+    );
+    raw_member(&other, dir, &zoned(2, "us")).await;
+    raw_member(&other, dir, &zoned(3, "eu")).await;
+    wait_set(&watch, "three members", |s| s.len() == 3).await;
+    wait_set(&eu, "the eu members", |s| ports(s) == [1, 3]).await;
+    other.delete(&first, None).await.unwrap();
+    // The joins changed no leader: the next item is the new one.
+    assert_eq!(
+        port(within("the next leader", leaders.next()).await.unwrap()),
+        Some(2)
+    );
+    wait_set(&eu, "eu without the first", |s| ports(s) == [3]).await;
+    assert_eq!(
+        eu.leaders().next().await.unwrap().map(|e| e.endpoint.port),
+        Some(3)
+    );
+}

@@ -11,7 +11,7 @@
 //! met) and writes the same rows as JSON (default `target/bench.json`).
 //! `--quick` uses small sizes and few rounds, for a smoke run. Measurements
 //! (for `--only`): `propagation`, `join`, `sessions`, `memory`, `scale`,
-//! `ring`, `http`, `http_faults`, `pool`, `memcache`.
+//! `ring`, `http`, `http_faults`, `pool`, `memcache`, `gateway`.
 //!
 //! References:
 //! - the ZooKeeper floor: `zookeeper-client`'s own create -> child
@@ -30,8 +30,14 @@
 //!   CPU and bytes 50 watcher processes cost ZooKeeper, the initial load,
 //!   memory and a reconnection at 100,000), ZooKeeper's own persistent
 //!   recursive watch notification on a raw session, the one-shot engine,
-//!   and a raw load of the set.
+//!   and a raw load of the set;
+//! - for `gateway` (the discovery gateway in a process of its own: 1,000
+//!   SSE subscribers of one set, 1,000 TTL instances renewed every 5 s for
+//!   5 minutes, `GET /v1/members` of 10,000 members), one `serversets`
+//!   watch in the bench process seeing the same changes, the renewal PUTs
+//!   sustained, and a raw listing of the same set.
 
+mod gateway;
 mod http;
 mod http_faults;
 mod join;
@@ -50,7 +56,7 @@ use std::time::Instant;
 use support::{BoxError, Row};
 
 /// Every measurement, in the order they run.
-const MEASUREMENTS: [&str; 10] = [
+const MEASUREMENTS: [&str; 11] = [
     "propagation",
     "join",
     "sessions",
@@ -61,10 +67,11 @@ const MEASUREMENTS: [&str; 10] = [
     "http_faults",
     "pool",
     "memcache",
+    "gateway",
 ];
 
 /// The order they run in: the hot paths first, the largest sets last.
-const RUN_ORDER: [&str; 10] = [
+const RUN_ORDER: [&str; 11] = [
     "ring",
     "http",
     "http_faults",
@@ -75,10 +82,18 @@ const RUN_ORDER: [&str; 10] = [
     "sessions",
     "memory",
     "scale",
+    "gateway",
 ];
 
 /// The measurements that need ZooKeeper.
-const ZOOKEEPER_MEASUREMENTS: [&str; 5] = ["propagation", "join", "sessions", "memory", "scale"];
+const ZOOKEEPER_MEASUREMENTS: [&str; 6] = [
+    "propagation",
+    "join",
+    "sessions",
+    "memory",
+    "scale",
+    "gateway",
+];
 
 /// What the measurements share.
 pub struct Context {
@@ -136,7 +151,7 @@ fn parse_args() -> Result<Args, BoxError> {
 }
 
 fn main() {
-    // The child processes of the memory and scale measurements.
+    // The child processes of the memory, scale and gateway measurements.
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(memory::PROBE_FLAG) {
         if let Err(e) = memory::probe(&argv[2..]) {
@@ -148,6 +163,13 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some(scale::WATCHER_FLAG) {
         if let Err(e) = scale::watcher(&argv[2..]) {
             eprintln!("scale watcher: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if argv.get(1).map(String::as_str) == Some(gateway::CHILD_FLAG) {
+        if let Err(e) = gateway::child(&argv[2..]) {
+            eprintln!("gateway process: {e}");
             std::process::exit(1);
         }
         return;
@@ -214,6 +236,7 @@ fn run() -> Result<(), BoxError> {
                 "sessions" => sessions::run(zk()?).await,
                 "memory" => memory::run(zk()?).await,
                 "scale" => scale::run(zk()?).await,
+                "gateway" => gateway::run(zk()?).await,
                 "ring" => {
                     let quick = args.quick;
                     tokio::task::spawn_blocking(move || ring::run(quick)).await?

@@ -1025,8 +1025,8 @@ impl Drop for Processes {
     }
 }
 
-/// ZooKeeper's CPU time so far (user + system), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64, BoxError> {
+/// A process's CPU time so far (user + system), in clock ticks.
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64, BoxError> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("reading /proc/{pid}/stat (Linux only): {e}"))?;
     // Fields after the command name (in parentheses): state is field 3,
@@ -1046,7 +1046,7 @@ fn cpu_ticks(pid: u32) -> Result<u64, BoxError> {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`).
-fn clock_ticks() -> Result<f64, BoxError> {
+pub(crate) fn clock_ticks() -> Result<f64, BoxError> {
     let output = std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()

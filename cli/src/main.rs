@@ -76,6 +76,10 @@ use tracing::{debug, info, warn};
 /// The environment variable read for the digest when `--digest` is absent.
 const DIGEST_ENV: &str = "SERVERSET_DIGEST";
 
+/// The environment variable read for the gateway's token when `--token`
+/// is absent.
+const TOKEN_ENV: &str = "SERVERSET_TOKEN";
+
 /// How often a health check runs by default.
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -239,6 +243,39 @@ enum Command {
         #[arg(long)]
         libmemcached: bool,
     },
+    /// Serve the discovery gateway: HTTP and Server-Sent Events for
+    /// services without a ZooKeeper client, TTL registrations, a live
+    /// dashboard at /, Prometheus metrics at /metrics.
+    #[command(after_help = concat!(
+        "Routes (the set path is a query parameter, path=/discovery/...):\n  \
+         GET    /v1/members?path=P[&endpoint=NAME][&shard=N][&meta.KEY=VALUE]  the live members (JSON, as `watch --once`)\n  \
+         GET    /v1/events?path=P[...]     Server-Sent Events: up, down, leader, current, health\n  \
+         GET    /v1/leader?path=P          the oldest live member; 404 when none\n  \
+         PUT    /v1/instances/ID?path=P    register {\"host\",\"port\",\"additional\",\"shard\",\"metadata\",\"ttl_secs\"}; re-PUT within ttl_secs to keep it\n  \
+         DELETE /v1/instances/ID?path=P    deregister at once\n  \
+         GET    /v1/paths                  the sets the gateway watches or registers in\n  \
+         GET    /healthz                   200 while the ZooKeeper session is connected, else 503\n  \
+         GET    /metrics                   Prometheus text\n  \
+         GET    /                          the dashboard\n\n\
+         Errors are JSON {\"error\": \"...\"} with a 4xx/5xx status. With --token (or SERVERSET_TOKEN),\n\
+         PUT and DELETE need `Authorization: Bearer TOKEN`.\n\n\
+         ",
+        zk_exit_codes!("success: SIGINT/SIGTERM ended it (its instances are deleted first)")
+    ))]
+    Serve {
+        /// ZooKeeper connect string (host:port,...[/chroot])
+        #[arg(value_name = "ZK")]
+        connect: String,
+        /// Where to listen (loopback unless told otherwise)
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The bearer token writes need. Default: the SERVERSET_TOKEN
+        /// environment variable; none: writes are open
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Print a shell completion script.
     #[command(after_help = concat!(
         "Prints (stdout): the completion script for SHELL. For instance:\n  \
@@ -340,6 +377,10 @@ enum Plan {
     Ls {
         connect: Connect,
         path: ServerSetPath,
+    },
+    Serve {
+        connect: Connect,
+        options: serversets_gateway::Options,
     },
     Ring(serversets_memcache::KetamaRing),
     Completions(Shell),
@@ -456,6 +497,24 @@ fn plan(command: Command) -> Result<Plan, String> {
             Plan::Ls {
                 connect: connection.validate(address)?,
                 path,
+            }
+        }
+        Command::Serve {
+            connect,
+            listen,
+            token,
+            connection,
+        } => {
+            let token = token.or_else(|| std::env::var(TOKEN_ENV).ok());
+            if token.as_deref().is_some_and(str::is_empty) {
+                return Err("--token must not be empty".into());
+            }
+            Plan::Serve {
+                connect: connection.validate(connect)?,
+                options: match token {
+                    Some(token) => serversets_gateway::Options::new(listen).token(token),
+                    None => serversets_gateway::Options::new(listen),
+                },
             }
         }
         Command::Ring {
@@ -793,6 +852,7 @@ async fn run(plan: Plan) -> Result<(), BoxError> {
             check,
         } => register(&mut signals, connect, path, member, check).await,
         Plan::Ls { connect, path } => ls(&mut signals, connect, path).await,
+        Plan::Serve { connect, options } => serve(&mut signals, connect, options).await,
         Plan::Ring(r) => ring(&r),
         Plan::Completions(shell) => completions(shell),
     }
@@ -957,6 +1017,45 @@ async fn follow(
                 return Ok(());
             }
         }
+    }
+}
+
+/// The gateway, until a signal; its instances are deleted before the
+/// session closes.
+async fn serve(
+    signals: &mut Signals,
+    connect: Connect,
+    options: serversets_gateway::Options,
+) -> Result<(), BoxError> {
+    // Before connecting: the session's metrics are made with the client.
+    let options = match serversets_gateway::install_recorder() {
+        Ok(handle) => options.prometheus(handle),
+        Err(e) => {
+            warn!(error = %e, "no Prometheus recorder: /metrics answers 503");
+            options
+        }
+    };
+    let Ok(client) = self::connect(signals, &connect).await? else {
+        return Ok(());
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
+    let gateway = tokio::spawn(serversets_gateway::run(client.clone(), options, stop));
+    let mut gateway = std::pin::pin!(gateway);
+    let result = tokio::select! {
+        signal = signals.recv() => {
+            info!(signal, "stopping the gateway");
+            let _ = stop_tx.send(());
+            gateway.await
+        }
+        ended = &mut gateway => ended,
+    };
+    close(client, &connect).await;
+    match result {
+        Ok(served) => Ok(served?),
+        Err(e) => Err(format!("the gateway task failed: {e}").into()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Which endpoint of each member a watch serves (Finagle's endpoint name
 //! and shard filter).
 
+use std::collections::BTreeMap;
+
 use crate::format::endpoint::Endpoint;
 use crate::format::member::Member;
 
@@ -16,11 +18,17 @@ use crate::format::member::Member;
 /// assert_eq!(Selection::endpoint("http").select(&m).map(|e| e.port), Some(2));
 /// assert_eq!(Selection::endpoint("admin").select(&m), None);
 /// assert_eq!(Selection::service().with_shard(4).select(&m), None);
+///
+/// // Metadata filters (go-discover's attributes): every one must match.
+/// let m = m.with_metadata("zone", "eu-1");
+/// assert!(Selection::service().with_metadata("zone", "eu-1").select(&m).is_some());
+/// assert!(Selection::service().with_metadata("zone", "us-1").select(&m).is_none());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Selection {
     endpoint: Option<String>,
     shard: Option<i32>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl Selection {
@@ -34,13 +42,20 @@ impl Selection {
     pub fn endpoint(name: impl Into<String>) -> Self {
         Selection {
             endpoint: Some(name.into()),
-            shard: None,
+            ..Selection::default()
         }
     }
 
     /// Only members with this shard id.
     pub fn with_shard(mut self, shard: i32) -> Self {
         self.shard = Some(shard);
+        self
+    }
+
+    /// Only members whose metadata has `key` set to `value` (added to any
+    /// other metadata filter: all must match).
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
         self
     }
 
@@ -60,13 +75,32 @@ impl Selection {
         self.shard
     }
 
+    /// The metadata filters (empty: none).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Whether this is the plain service endpoint of every live member
+    /// (no named endpoint, no filter).
+    pub fn is_service(&self) -> bool {
+        self.endpoint.is_none() && self.shard.is_none() && self.metadata.is_empty()
+    }
+
     /// The endpoint this selection serves from `member`, or `None` when the
-    /// member is not live, lacks the endpoint, or is in another shard.
+    /// member is not live, lacks the endpoint, is in another shard or does
+    /// not match a metadata filter.
     pub fn select<'m>(&self, member: &'m Member) -> Option<&'m Endpoint> {
         if !member.is_live() {
             return None;
         }
         if self.shard.is_some() && member.shard != self.shard {
+            return None;
+        }
+        if self
+            .metadata
+            .iter()
+            .any(|(key, value)| member.metadata.get(key) != Some(value))
+        {
             return None;
         }
         match &self.endpoint {

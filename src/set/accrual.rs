@@ -22,6 +22,11 @@
 //! in atomics, so the request path reads it without a lock (a lock is taken
 //! only to mark an endpoint dead, which is rare).
 //!
+//! With a [`FailureAccrual::metrics_label`], markings and revivals are also
+//! counted as the metrics [`EJECTIONS`](crate::metrics::EJECTIONS) and
+//! [`REVIVALS`](crate::metrics::REVIVALS) with that `set` label (every
+//! typed set gives its own: `memcache`, `http`, `pool`).
+//!
 //! ```
 //! use std::time::Duration;
 //! use serversets::accrual::{Accrual, FailureAccrual};
@@ -45,6 +50,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::metrics::Transitions;
+
 /// When an endpoint is marked dead and for how long (see the
 /// [module docs](self)). Built like a builder:
 ///
@@ -64,6 +71,7 @@ pub struct FailureAccrual {
     base: Duration,
     max: Duration,
     jitter: bool,
+    label: Option<&'static str>,
 }
 
 impl Default for FailureAccrual {
@@ -89,6 +97,7 @@ impl FailureAccrual {
             base: Self::DEFAULT_BASE_BACKOFF,
             max: Self::DEFAULT_MAX_BACKOFF,
             jitter: true,
+            label: None,
         }
     }
 
@@ -116,6 +125,29 @@ impl FailureAccrual {
     pub const fn jitter(mut self, jitter: bool) -> Self {
         self.jitter = jitter;
         self
+    }
+
+    /// Counts markings and revivals as the metrics
+    /// [`EJECTIONS`](crate::metrics::EJECTIONS) and
+    /// [`REVIVALS`](crate::metrics::REVIVALS) with the label `set` =
+    /// `label` (default: no label, no metrics). The typed sets set their
+    /// own (`memcache`, `http`, `pool`) unless one is set already.
+    ///
+    /// ```
+    /// use serversets::accrual::FailureAccrual;
+    ///
+    /// let policy = FailureAccrual::new().metrics_label("users-api");
+    /// assert_eq!(policy.label(), Some("users-api"));
+    /// assert_eq!(FailureAccrual::new().label(), None);
+    /// ```
+    pub const fn metrics_label(mut self, label: &'static str) -> Self {
+        self.label = Some(label);
+        self
+    }
+
+    /// The `set` label of its metrics, if it has one.
+    pub const fn label(&self) -> Option<&'static str> {
+        self.label
     }
 
     /// Failures in a row that mark an endpoint dead (0: never).
@@ -206,6 +238,8 @@ struct Group {
     mark: Mutex<()>,
     ejections: AtomicU64,
     revivals: AtomicU64,
+    /// The same two, as metrics.
+    metrics: Transitions,
 }
 
 impl Group {
@@ -226,6 +260,7 @@ impl Accrual {
     pub fn new(policy: FailureAccrual) -> Self {
         Accrual {
             group: Arc::new(Group {
+                metrics: Transitions::new(policy.label),
                 policy,
                 epoch: Instant::now(),
                 tracked: AtomicUsize::new(0),
@@ -467,6 +502,7 @@ impl Tracker {
                     self.group.live.fetch_add(1, Ordering::SeqCst);
                 }
                 self.group.revivals.fetch_add(1, Ordering::SeqCst);
+                self.group.metrics.revivals.increment(1);
                 tracing::info!("endpoint revived by a successful probe");
             }
         }
@@ -517,6 +553,7 @@ impl Tracker {
         self.failures.store(0, Ordering::Relaxed);
         self.dead_until.store(until, Ordering::SeqCst);
         self.group.ejections.fetch_add(1, Ordering::SeqCst);
+        self.group.metrics.ejections.increment(1);
         tracing::warn!(?backoff, level, "endpoint marked dead");
     }
 
@@ -639,6 +676,54 @@ mod tests {
         assert!(b.failure());
         assert!(!a.failure(), "now a is the last live one");
         assert_eq!(accrual.stats().tracked, 2);
+    }
+
+    #[test]
+    fn markings_and_revivals_are_counted_under_the_label() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let (labelled, unlabelled) = metrics::with_local_recorder(&recorder, || {
+            (
+                Accrual::new(policy(1).metrics_label("test")),
+                Accrual::new(policy(1)),
+            )
+        });
+        for accrual in [&labelled, &unlabelled] {
+            let a = accrual.track();
+            let _b = accrual.track();
+            assert!(a.failure());
+            expire(&a);
+            a.admit().expect("probe").success();
+            assert!(a.failure());
+        }
+        let mut counts: Vec<(String, Vec<String>, u64)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let labels = key
+                    .key()
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let DebugValue::Counter(n) = value else {
+                    panic!("{key:?} is not a counter");
+                };
+                (key.key().name().to_owned(), labels, n)
+            })
+            .collect();
+        counts.sort();
+        let set = vec!["set=test".to_owned()];
+        assert_eq!(
+            counts,
+            [
+                (crate::metrics::EJECTIONS.to_owned(), set.clone(), 2),
+                (crate::metrics::REVIVALS.to_owned(), set, 1),
+            ],
+            "the policy without a label records nothing"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod accrual;
 pub mod fixed;
+pub(crate) mod leader;
 pub(crate) mod options;
 pub(crate) mod publisher;
 pub(crate) mod served;

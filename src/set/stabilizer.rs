@@ -91,6 +91,12 @@ impl Stabilizer {
         self.ghosts.len() != before
     }
 
+    /// Removals held back now: ghosts of members that left and have not
+    /// come back.
+    pub(crate) fn held(&self) -> usize {
+        self.ghosts.values().filter(|g| g.alias.is_none()).count()
+    }
+
     /// When the next ghost goes.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.ghosts.values().filter_map(|g| g.deadline).min()
@@ -149,6 +155,11 @@ mod tests {
             names(&s.view([&b, &a2].into_iter())),
             names(&[a.clone(), b.clone()])
         );
+        assert_eq!(
+            s.held(),
+            0,
+            "a ghost standing for a live member is not held"
+        );
         assert!(
             !s.expire(now + Duration::from_secs(60)),
             "aliased ghosts do not expire"
@@ -159,8 +170,10 @@ mod tests {
             names(&s.view([&b].into_iter())),
             names(&[a.clone(), b.clone()])
         );
+        assert_eq!(s.held(), 1);
         assert!(!s.expire(now + Duration::from_secs(62)));
         assert!(s.expire(now + Duration::from_secs(67)));
+        assert_eq!(s.held(), 0);
         assert_eq!(names(&s.view([&b].into_iter())), names(&[b]));
         assert_eq!(s.next_deadline(), None);
     }

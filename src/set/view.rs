@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::format::member::member_sequence;
 use crate::format::selection::Selection;
+use crate::metrics::ViewGauges;
 use crate::set::options::WatchOptions;
 use crate::set::publisher::Publisher;
 use crate::set::served::Served;
@@ -30,13 +31,21 @@ pub(crate) trait Members {
     fn names(&self) -> Vec<&str>;
 }
 
-/// The served entries of one [`WatchOptions`], published.
+/// The served entries of one [`WatchOptions`], published, and their
+/// gauges (size and held-back removals; health is the engine's to say).
 #[derive(Debug)]
 pub(crate) struct View {
     options: WatchOptions,
     served: Served,
     stabilizer: Option<Stabilizer>,
     publisher: Arc<Publisher>,
+    gauges: ViewGauges,
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self.gauges.clear();
+    }
 }
 
 impl View {
@@ -48,7 +57,27 @@ impl View {
             options,
             served: Served::default(),
             publisher,
+            gauges: ViewGauges::noop(),
         }
+    }
+
+    /// Records its size, held-back removals and health in `gauges` (none
+    /// by default).
+    pub(crate) fn with_gauges(mut self, gauges: ViewGauges) -> Self {
+        self.gauges = gauges;
+        self.record();
+        self
+    }
+
+    /// Sets its gauges to what it publishes now.
+    pub(crate) fn record(&self) {
+        let held = self.stabilizer.as_ref().map_or(0, Stabilizer::held);
+        self.gauges.size(self.publisher.current().len(), held);
+    }
+
+    /// Sets its health gauge: whether its watch is in sync.
+    pub(crate) fn record_health(&self, connected: bool) {
+        self.gauges.health(connected);
     }
 
     /// The options this view serves.
@@ -113,6 +142,7 @@ impl View {
         if let Some(stabilizer) = &mut self.stabilizer {
             if stabilizer.expire(now) {
                 self.publisher.replace(stabilizer.view(self.served.iter()));
+                self.record();
             }
         }
     }
@@ -126,6 +156,7 @@ impl View {
         if let Some(stabilizer) = &mut self.stabilizer {
             stabilizer.observe(&added, &removed, now);
             self.publisher.replace(stabilizer.view(self.served.iter()));
+            self.record();
             return;
         }
         let first = self.publisher.version() == 0;
@@ -134,6 +165,7 @@ impl View {
                 .publisher
                 .publish(self.served.publishable(), added, removed);
             self.served.published(snapshot);
+            self.record();
         }
     }
 }
@@ -217,5 +249,73 @@ mod tests {
         let version = publisher.version();
         view.apply([b.as_str()], &cache, now);
         assert_eq!(publisher.version(), version);
+    }
+
+    /// The view's gauges follow what it publishes and go to 0 when it is
+    /// dropped.
+    #[test]
+    fn gauges_follow_the_view_and_go_to_zero_when_it_is_dropped() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        use std::time::Duration;
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // Gauges by name, for the view of /s with shard 0; reading resets
+        // them (the debugging recorder's way).
+        let read = || -> BTreeMap<String, f64> {
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter_map(|(key, _, _, value)| {
+                    let labels: Vec<String> = key
+                        .key()
+                        .labels()
+                        .map(|l| format!("{}={}", l.key(), l.value()))
+                        .collect();
+                    assert_eq!(labels, ["path=/s", "selection=shard=0"]);
+                    match value {
+                        DebugValue::Gauge(g) => Some((key.key().name().to_owned(), g.into_inner())),
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        let mut cache = Cache::default();
+        let a = cache.put(1, Some(0));
+        cache.put(2, Some(0));
+        cache.put(3, Some(1));
+        let options = WatchOptions::new()
+            .selection(Selection::service().with_shard(0))
+            .hold_removals(Duration::from_secs(5));
+        let now = Instant::now();
+        let mut view = metrics::with_local_recorder(&recorder, || {
+            View::new(options.clone(), Arc::new(Publisher::new()))
+                .with_gauges(ViewGauges::new("/s", options.served()))
+        });
+        view.rebuild(&cache, now);
+        view.record_health(true);
+        let gauges = read();
+        assert_eq!(gauges["serversets_set_size"], 2.0);
+        assert_eq!(gauges["serversets_set_limbo"], 0.0);
+        assert_eq!(gauges["serversets_set_health"], 1.0);
+        // A member leaves: held back, still published.
+        cache.0.remove(&a);
+        view.apply([a.as_str()], &cache, now);
+        let gauges = read();
+        assert_eq!(gauges["serversets_set_size"], 2.0);
+        assert_eq!(gauges["serversets_set_limbo"], 1.0);
+        // Its window ends.
+        view.expire(now + Duration::from_secs(6));
+        let gauges = read();
+        assert_eq!(gauges["serversets_set_size"], 1.0);
+        assert_eq!(gauges["serversets_set_limbo"], 0.0);
+        // Set again and not read since: they stand until the view drops.
+        view.record();
+        view.record_health(true);
+        drop(view);
+        let gauges = read();
+        assert_eq!(gauges["serversets_set_size"], 0.0);
+        assert_eq!(gauges["serversets_set_health"], 0.0);
     }
 }

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
 use crate::error::{Error, Result};
+use crate::metrics::SessionEvents;
 use crate::zk::health::Health;
 
 /// How a client connects (see [`ClientBuilder`](crate::ClientBuilder)).
@@ -83,6 +84,8 @@ pub(crate) struct Shared {
     pub claimed: Mutex<HashSet<String>>,
     /// The running watch engines, by set path.
     pub watches: crate::zk::watch::engine::Registry,
+    /// The session's transitions, counted.
+    events: SessionEvents,
 }
 
 /// A task's handle on the session.
@@ -111,7 +114,9 @@ impl Session {
             done: watch::channel(false).0,
             claimed: Mutex::new(HashSet::new()),
             watches: Mutex::default(),
+            events: SessionEvents::new(),
         });
+        shared.events.connected.increment(1);
         tokio::spawn(manage(tx, Arc::clone(&shared), client));
         Ok(Session { view: rx, shared })
     }
@@ -269,6 +274,7 @@ async fn manage(tx: watch::Sender<SessionView>, shared: Arc<Shared>, mut client:
             return shutdown(&tx, &shared, client).await;
         };
         warn!(connect = %shared.config.connect, session = %client.session_id(), ?state, "ZooKeeper session lost; resuming it or building a new one");
+        shared.events.expired.increment(1);
         tx.send_modify(|v| {
             v.client = None;
             v.health = Health::Expired;
@@ -290,6 +296,7 @@ async fn manage(tx: watch::Sender<SessionView>, shared: Arc<Shared>, mut client:
         } else {
             info!(session = %client.session_id(), "new ZooKeeper session established");
         }
+        shared.events.connected.increment(1);
         tx.send_modify(|v| {
             if !resumed {
                 v.generation += 1;
@@ -353,16 +360,20 @@ async fn follow(tx: &watch::Sender<SessionView>, shared: &Shared, client: &zk::C
         match state {
             Disconnected => {
                 warn!(session = %client.session_id(), "ZooKeeper connection lost; reconnecting");
-                tx.send_if_modified(|v| {
+                let lost = tx.send_if_modified(|v| {
                     let changed = v.health != Health::Disconnected;
                     v.health = Health::Disconnected;
                     changed
                 });
+                if lost {
+                    shared.events.disconnected.increment(1);
+                }
             }
             SyncConnected | ConnectedReadOnly => {
                 let reconnected = tx.borrow().health != Health::Connected;
                 if reconnected {
                     info!(session = %client.session_id(), "ZooKeeper connection restored");
+                    shared.events.connected.increment(1);
                     tx.send_modify(|v| {
                         v.epoch += 1;
                         v.health = Health::Connected;

@@ -14,6 +14,8 @@
 //! * [`HttpServer`]: a tiny in-process HTTP/1.1 server (keep-alive, `/echo`,
 //!   request counting) that can be stopped and restarted on the same port.
 //! * [`Proxy`]: a TCP proxy that can black-hole traffic (a partition).
+//! * [`Browser`]: chromedriver driving headless Chromium (Debian's
+//!   `chromium` and `chromium-driver`), for tests of web pages.
 //! * [`ensure_installed`]: install missing Debian packages with `apt-get`.
 //! * [`free_port`], [`free_ports`], [`dead_endpoint`], [`four_letter_word`]:
 //!   small network helpers.
@@ -30,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+mod browser;
 mod ensemble;
 mod http;
 mod install;
@@ -40,6 +43,7 @@ mod proxy;
 mod tls;
 mod zookeeper;
 
+pub use browser::Browser;
 pub use ensemble::Ensemble;
 pub use http::HttpServer;
 pub use install::ensure_installed;

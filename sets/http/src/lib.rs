@@ -71,6 +71,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::{counter, Counter};
 use reqwest::Method;
 use serversets::accrual::{Accrual, Permit};
 use serversets::{Entry, Snapshot, Source};
@@ -81,6 +82,9 @@ pub use error::Error;
 pub use request::RequestBuilder;
 pub use reqwest;
 pub use serversets::accrual::{AccrualStats, FailureAccrual};
+
+/// The `set` label of the HTTP set's metrics.
+const SET_LABEL: &str = "http";
 
 /// The default number of endpoints one request may try.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
@@ -134,6 +138,12 @@ struct Inner {
     endpoints: base::Cache,
     accrual: Accrual,
     budget: TpsBudget,
+    /// Requests, counted (`set="http"`).
+    requests: Counter,
+    /// Requests that returned an error, counted.
+    errors: Counter,
+    /// Retries, counted.
+    retries: Counter,
 }
 
 impl std::fmt::Debug for HttpSet {
@@ -252,6 +262,11 @@ impl HttpSetBuilder {
     }
 
     /// Builds the client.
+    ///
+    /// Requests, failed requests, retries and the failure accrual's
+    /// markings and revivals are counted as the metrics of
+    /// [`serversets::metrics`] with `set="http"` (the accrual's own
+    /// [label](FailureAccrual::metrics_label) if it has one).
     pub fn build(self) -> HttpSet {
         let client = self.client.unwrap_or_else(|| {
             reqwest::Client::builder()
@@ -271,8 +286,14 @@ impl HttpSetBuilder {
                 attempt_timeout: self.attempt_timeout,
                 next: AtomicUsize::new(0),
                 endpoints: base::Cache::default(),
-                accrual: Accrual::new(self.accrual),
+                accrual: Accrual::new(match self.accrual.label() {
+                    Some(_) => self.accrual,
+                    None => self.accrual.metrics_label(SET_LABEL),
+                }),
                 budget: self.budget.build(),
+                requests: counter!(serversets::metrics::REQUESTS, serversets::metrics::LABEL_SET => SET_LABEL),
+                errors: counter!(serversets::metrics::REQUEST_ERRORS, serversets::metrics::LABEL_SET => SET_LABEL),
+                retries: counter!(serversets::metrics::RETRIES, serversets::metrics::LABEL_SET => SET_LABEL),
             }),
         }
     }

@@ -157,7 +157,24 @@ impl RequestBuilder {
     /// while reading its body, count against the endpoint; a response that
     /// is read to its end or dropped counts for it. Dropping this future
     /// reports nothing.
+    ///
+    /// Counted as the metrics [`REQUESTS`](serversets::metrics::REQUESTS)
+    /// and, when it returns an error,
+    /// [`REQUEST_ERRORS`](serversets::metrics::REQUEST_ERRORS) (each
+    /// retry as [`RETRIES`](serversets::metrics::RETRIES)), with
+    /// `set="http"`.
     pub async fn send(self) -> Result<Response, Error> {
+        let inner = Arc::clone(&self.set.inner);
+        inner.requests.increment(1);
+        let result = self.send_once().await;
+        if result.is_err() {
+            inner.errors.increment(1);
+        }
+        result
+    }
+
+    /// [`RequestBuilder::send`], uncounted.
+    async fn send_once(self) -> Result<Response, Error> {
         let RequestBuilder {
             set,
             method,
@@ -306,6 +323,7 @@ impl Retry<'_> {
                 break;
             }
             set.take_turn();
+            set.inner.retries.increment(1);
             debug!(endpoint = %endpoint.endpoint, error = %failed, next = %other.endpoint, "connect failed; trying the next endpoint");
             let mut request =
                 match spare.into_request(set, snapshot, endpoints, index, &method, &path) {

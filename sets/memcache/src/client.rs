@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use metrics::{counter, Counter};
 use serversets::accrual::{Accrual, AccrualStats, EndpointState, FailureAccrual};
 use serversets::{Endpoint, Snapshot, Source};
 use tracing::{debug, warn};
@@ -19,6 +20,9 @@ use crate::command::{CasOutcome, Command, Mode, Reply};
 use crate::error::{check_key, shown, Error};
 use crate::ring::{Compatibility, Identifier, KetamaRing, Node};
 use crate::server::{Limits, Server};
+
+/// The `set` label of the memcache set's metrics.
+const SET_LABEL: &str = "memcache";
 
 /// Keys per pipelined multi-get request at most.
 const MULTI_GET_CHUNK: usize = 512;
@@ -55,6 +59,10 @@ struct Inner {
     state: ArcSwap<State>,
     /// Held by the one request that rebuilds a stale state.
     rebuilding: Mutex<()>,
+    /// Operations, counted (`set="memcache"`).
+    requests: Counter,
+    /// Operations that failed, counted.
+    errors: Counter,
 }
 
 #[derive(Debug, Clone)]
@@ -166,8 +174,17 @@ impl McSetBuilder {
 
     /// Builds the client. No connection is opened until a request needs
     /// one, and no runtime is needed until then.
+    ///
+    /// Operations, failed operations and the failure accrual's markings
+    /// and revivals are counted as the metrics of
+    /// [`serversets::metrics`] with `set="memcache"` (the accrual's own
+    /// [label](FailureAccrual::metrics_label) if it has one).
     pub fn build(self) -> McSet {
-        let accrual = Accrual::new(self.accrual);
+        let policy = match self.accrual.label() {
+            Some(_) => self.accrual,
+            None => self.accrual.metrics_label(SET_LABEL),
+        };
+        let accrual = Accrual::new(policy);
         let state = build(
             &self.source.current(),
             &self.settings,
@@ -181,6 +198,8 @@ impl McSetBuilder {
                 accrual,
                 state: ArcSwap::from_pointee(state),
                 rebuilding: Mutex::new(()),
+                requests: counter!(serversets::metrics::REQUESTS, serversets::metrics::LABEL_SET => SET_LABEL),
+                errors: counter!(serversets::metrics::REQUEST_ERRORS, serversets::metrics::LABEL_SET => SET_LABEL),
             }),
         }
     }
@@ -409,6 +428,21 @@ impl McSet {
     /// map. If a server fails, the call fails with its error (no partial
     /// result is returned as if complete).
     pub async fn get_multi(&self, keys: &[&str]) -> Result<HashMap<String, Vec<u8>>, Error> {
+        let result = self.get_multi_once(keys).await;
+        self.count(&result);
+        result
+    }
+
+    /// Counts one operation and whether it failed.
+    fn count<T>(&self, result: &Result<T, Error>) {
+        self.inner.requests.increment(1);
+        if result.is_err() {
+            self.inner.errors.increment(1);
+        }
+    }
+
+    /// [`McSet::get_multi`], uncounted.
+    async fn get_multi_once(&self, keys: &[&str]) -> Result<HashMap<String, Vec<u8>>, Error> {
         for key in keys {
             check_key(key)?;
         }
@@ -486,8 +520,18 @@ impl McSet {
         Ok(())
     }
 
-    /// Runs one keyed command on the key's server.
+    /// Runs one keyed command on the key's server (one operation, counted).
     async fn keyed(&self, key: &str, command: Command<'_>) -> Result<(Arc<Server>, Reply), Error> {
+        let result = self.keyed_once(key, command).await;
+        self.count(&result);
+        result
+    }
+
+    async fn keyed_once(
+        &self,
+        key: &str,
+        command: Command<'_>,
+    ) -> Result<(Arc<Server>, Reply), Error> {
         check_key(key)?;
         let server = self.server_of(key)?;
         let reply = server

@@ -100,8 +100,10 @@ impl Server {
             // timeout (which counts against the server) comes first.
             .connect_timeout(limits.connect_timeout.min(limits.timeout.mul_f64(0.9)))
             .checkout_timeout(limits.timeout)
-            // The server's accrual is the memcache set's, not the pool's.
-            .failure_accrual(serversets::accrual::FailureAccrual::disabled());
+            // The server's accrual is the memcache set's, not the pool's,
+            // and so are the metrics.
+            .failure_accrual(serversets::accrual::FailureAccrual::disabled())
+            .metrics_label(None);
         let only = serversets::FixedSet::from_endpoints([endpoint.clone()]);
         Server {
             pool: PoolSet::with_options(only, MemcacheConnector, options),

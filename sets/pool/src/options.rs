@@ -47,13 +47,16 @@ pub struct Options {
     /// When an endpoint is taken out of rotation; see
     /// [`Options::failure_accrual()`].
     pub failure_accrual: FailureAccrual,
+    /// The `set` label of the pool's metrics; see
+    /// [`Options::metrics_label()`].
+    pub metrics_label: Option<&'static str>,
 }
 
 impl Options {
     /// The default options: at most 8 idle and 64 active connections per
     /// endpoint, idle connections closed after 60 s, 1 s to connect, 1 s
-    /// to wait for a checkout, and [`FailureAccrual::new()`]. The same as
-    /// [`Options::default()`].
+    /// to wait for a checkout, [`FailureAccrual::new()`], and metrics
+    /// labelled `set="pool"`. The same as [`Options::default()`].
     pub const fn new() -> Self {
         Options {
             max_idle: 8,
@@ -62,6 +65,7 @@ impl Options {
             connect_timeout: Duration::from_secs(1),
             checkout_timeout: Duration::from_secs(1),
             failure_accrual: FailureAccrual::new(),
+            metrics_label: Some("pool"),
         }
     }
 
@@ -123,6 +127,22 @@ impl Options {
         self.failure_accrual = failure_accrual;
         self
     }
+
+    /// The `set` label of the pool's metrics (default `Some("pool")`):
+    /// checkouts are counted as
+    /// [`REQUESTS`](serversets::metrics::REQUESTS), failed ones as
+    /// [`REQUEST_ERRORS`](serversets::metrics::REQUEST_ERRORS), and the
+    /// failure accrual's markings and revivals as
+    /// [`EJECTIONS`](serversets::metrics::EJECTIONS) and
+    /// [`REVIVALS`](serversets::metrics::REVIVALS) (unless its policy has
+    /// a [label of its own](FailureAccrual::metrics_label)). `None`
+    /// records nothing: for a pool inside another typed set that counts
+    /// its own requests.
+    #[must_use]
+    pub fn metrics_label(mut self, label: Option<&'static str>) -> Self {
+        self.metrics_label = label;
+        self
+    }
 }
 
 impl Default for Options {
@@ -153,13 +173,16 @@ mod tests {
             .idle_timeout(None)
             .connect_timeout(Duration::from_millis(250))
             .checkout_timeout(Duration::from_millis(200))
-            .failure_accrual(FailureAccrual::disabled());
+            .failure_accrual(FailureAccrual::disabled())
+            .metrics_label(None);
         assert_eq!(options.max_idle, 3);
         assert_eq!(options.max_active, 7);
         assert_eq!(options.idle_timeout, None);
         assert_eq!(options.connect_timeout, Duration::from_millis(250));
         assert_eq!(options.checkout_timeout, Duration::from_millis(200));
         assert_eq!(options.failure_accrual, FailureAccrual::disabled());
+        assert_eq!(options.metrics_label, None);
+        assert_eq!(Options::new().metrics_label, Some("pool"));
         // Setting one leaves the others at their defaults.
         let options = Options::new().max_active(16);
         assert_eq!(

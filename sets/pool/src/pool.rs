@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use metrics::{counter, Counter};
 use rand::Rng;
 use serversets::accrual::{Accrual, AccrualStats, EndpointState, Permit};
 use serversets::{Changes, Endpoint, Snapshot, Source};
@@ -141,6 +142,10 @@ pub(crate) struct Shared<T> {
     accrual: Accrual,
     /// The connector's `is_broken`, handed to each slot.
     check: Arc<dyn BrokenCheck<T>>,
+    /// Checkouts, counted (see [`Options::metrics_label`]).
+    requests: Counter,
+    /// Failed checkouts, counted.
+    errors: Counter,
 }
 
 /// A list of endpoints' slots.
@@ -162,8 +167,23 @@ impl<T> Shared<T> {
     fn new(options: Options, snapshot: &Snapshot, check: Arc<dyn BrokenCheck<T>>) -> Arc<Self> {
         let mut options = options;
         options.max_active = options.max_active.max(1);
+        let mut policy = options.failure_accrual.clone();
+        let (requests, errors) = match options.metrics_label {
+            Some(set) => {
+                if policy.label().is_none() {
+                    policy = policy.metrics_label(set);
+                }
+                (
+                    counter!(serversets::metrics::REQUESTS, serversets::metrics::LABEL_SET => set),
+                    counter!(serversets::metrics::REQUEST_ERRORS, serversets::metrics::LABEL_SET => set),
+                )
+            }
+            None => (Counter::noop(), Counter::noop()),
+        };
         let shared = Shared {
-            accrual: Accrual::new(options.failure_accrual.clone()),
+            accrual: Accrual::new(policy),
+            requests,
+            errors,
             options,
             list: ArcSwap::from_pointee(Vec::new()),
             signal: Arc::new(Signal::default()),
@@ -416,6 +436,17 @@ impl<C: Connector> PoolSet<C> {
     /// other endpoints, up to one try per endpoint. When every endpoint is
     /// at [`Options::max_active()`], waits up to [`Options::checkout_timeout()`].
     pub async fn checkout(&self) -> Result<Pooled<C::Connection>, Error> {
+        let shared = &*self.inner.shared;
+        shared.requests.increment(1);
+        let result = self.checkout_once().await;
+        if result.is_err() {
+            shared.errors.increment(1);
+        }
+        result
+    }
+
+    /// [`PoolSet::checkout`], uncounted.
+    async fn checkout_once(&self) -> Result<Pooled<C::Connection>, Error> {
         let inner = &*self.inner;
         let shared = &*inner.shared;
         if inner.follower_pending.load(Ordering::Relaxed) {

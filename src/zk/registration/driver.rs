@@ -10,6 +10,7 @@ use super::decide::{decide, Action, Facts, Owned};
 use super::RegisterOptions;
 use crate::error::{Error, Result};
 use crate::format::path::ServerSetPath;
+use crate::metrics::Creations;
 use crate::zk::health::Health;
 use crate::zk::session::{connected, Backoff, Session};
 
@@ -35,6 +36,8 @@ pub(super) struct Registrar {
     /// The session generation in which a create's outcome is unknown.
     uncertain: Option<u64>,
     first: Option<oneshot::Sender<Result<()>>>,
+    /// Member nodes created, counted.
+    creations: Creations,
 }
 
 impl Registrar {
@@ -47,6 +50,7 @@ impl Registrar {
         first: oneshot::Sender<Result<()>>,
     ) -> Self {
         Registrar {
+            creations: Creations::new(path.as_str()),
             session,
             path,
             data,
@@ -164,6 +168,7 @@ impl Registrar {
                 Action::Recover => match self.recover(zk).await {
                     Ok(Some(znode)) => {
                         info!(%znode, "recovered member created before the connection was lost");
+                        self.creations.created();
                         self.uncertain = None;
                         self.set_owned(Some(Owned { generation, znode }));
                     }
@@ -173,6 +178,7 @@ impl Registrar {
                 Action::Create => match self.create(zk).await {
                     Ok(znode) => {
                         info!(%znode, "registered member");
+                        self.creations.created();
                         self.set_owned(Some(Owned { generation, znode }));
                     }
                     Err(CreateError::Permanent(e)) => {

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::{info_span, Instrument};
 
 use crate::error::{Error, Result};
 use crate::format::acl::NodeAcl;
@@ -149,7 +150,8 @@ impl Registration {
             znode_tx,
             first_tx,
         );
-        let handle = tokio::spawn(task.run(stop));
+        let span = info_span!("registration", path = %path);
+        let handle = tokio::spawn(task.run(stop).instrument(span));
         let mut registration = Registration {
             path,
             close_wait: wait,

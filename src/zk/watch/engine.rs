@@ -12,17 +12,19 @@
 //! [`oneshot`]: super::oneshot
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info_span, warn, Instrument};
 use zookeeper_client as zk;
 
 use crate::format::member::VECTOR_PREFIX;
 use crate::format::path::ServerSetPath;
+use crate::metrics::ViewGauges;
 use crate::set::options::WatchOptions;
 use crate::set::publisher::Publisher;
 use crate::set::view::View;
@@ -140,7 +142,8 @@ impl Engine {
         let _ = sender.send(command);
         registry.insert(path.as_str().to_owned(), sender.clone());
         let engine = Engine::new(session.clone(), path.clone(), sender, commands);
-        tokio::spawn(run(engine));
+        let span = info_span!("watch", path = %path);
+        tokio::spawn(run(engine).instrument(span));
         handle
     }
 
@@ -151,7 +154,7 @@ impl Engine {
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         let (health, health_rx) = watch::channel(Health::Disconnected);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::for_path(path.as_str()));
         let status = Arc::new(Status {
             health: health_rx,
             counters: Arc::clone(&counters),
@@ -181,7 +184,15 @@ impl Engine {
         match command {
             Command::Subscribe { options, reply } => self.add(options, reply),
             Command::Release(id) => {
+                // The view's gauges go to 0 as it drops; a view left that
+                // shares its labels (other options, same selection) sets
+                // them again.
                 self.views.retain(|slot| slot.id != id);
+                let connected = *self.health.borrow() == Health::Connected;
+                for slot in &self.views {
+                    slot.view.record();
+                    slot.view.record_health(connected);
+                }
                 if self.views.is_empty() && self.waiting.is_empty() {
                     return self.stop_if_unused();
                 }
@@ -232,8 +243,10 @@ impl Engine {
         self.next_id += 1;
         let id = self.next_id;
         let publisher = Arc::new(Publisher::new());
-        let mut view = View::new(options.clone(), Arc::clone(&publisher));
+        let gauges = ViewGauges::new(self.path.as_str(), options.served());
+        let mut view = View::new(options.clone(), Arc::clone(&publisher)).with_gauges(gauges);
         view.rebuild(self.machine.cache(), Instant::now());
+        view.record_health(*self.health.borrow() == Health::Connected);
         let inner = Arc::new(Inner {
             path: self.path.clone(),
             options,
@@ -291,16 +304,20 @@ impl Engine {
         self.set_health(Health::Connected);
     }
 
-    /// Lists the set once with `list` (a plain listing, or one that arms a
-    /// one-shot watch) and reads what is new, all before any event is
-    /// handled: the listing is the truth as of when the server answered.
-    /// Returns what `list` returned beside the names, or the failure.
+    /// Lists the set once with `listing` (a plain listing, or one that
+    /// arms a one-shot watch; its latency is recorded) and reads what is
+    /// new, all before any event is handled: the listing is the truth as
+    /// of when the server answered. Returns what the listing returned
+    /// beside the names, or the failure.
     pub(crate) async fn resync<W>(
         &mut self,
         zk: &zk::Client,
-        listing: Result<(Vec<String>, zk::Stat, W), zk::Error>,
+        listing: impl Future<Output = Result<(Vec<String>, zk::Stat, W), zk::Error>>,
     ) -> Result<Option<W>, zk::Error> {
         self.counters.count_listing();
+        let started = std::time::Instant::now();
+        let listing = listing.await;
+        self.counters.time_listing(started.elapsed());
         let armed = match listing {
             Ok((names, stat, armed)) => {
                 debug!(path = %self.path, children = names.len(), "children listed");
@@ -359,11 +376,16 @@ impl Engine {
 
     /// Follows the session's health while not in sync.
     pub(crate) fn set_health(&self, health: Health) {
-        self.health.send_if_modified(|h| {
+        let changed = self.health.send_if_modified(|h| {
             let changed = *h != health;
             *h = health;
             changed
         });
+        if changed {
+            for slot in &self.views {
+                slot.view.record_health(health == Health::Connected);
+            }
+        }
     }
 
     /// When held-back removals are next due.

@@ -126,6 +126,12 @@ impl Watch {
             .subscribe_keeping(Arc::clone(&self.inner) as Arc<dyn Send + Sync>)
     }
 
+    /// The set's leader (its oldest live member), now and at every change
+    /// of leader: a [`Leaders`](crate::Leaders) stream.
+    pub fn leaders(&self) -> crate::Leaders {
+        crate::Leaders::of(self)
+    }
+
     /// Whether the set is in sync with ZooKeeper right now.
     pub fn health(&self) -> Health {
         *self.inner.status.health.borrow()

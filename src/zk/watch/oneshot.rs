@@ -111,7 +111,7 @@ async fn sync(
             let _ = engine.flush();
         }
     }
-    let listing = zk.get_and_watch_children(engine.path.as_str()).await;
+    let listing = zk.get_and_watch_children(engine.path.as_str());
     if let Some(watcher) = engine.resync(zk, listing).await? {
         return Ok(Some(watcher));
     }

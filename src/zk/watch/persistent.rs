@@ -62,8 +62,7 @@ pub(crate) async fn run(engine: &mut Engine) -> Ended {
                 armed = Some(watcher);
                 let listing = zk
                     .get_children(engine.path.as_str())
-                    .await
-                    .map(|(names, stat)| (names, stat, ()));
+                    .map(|listed| listed.map(|(names, stat)| (names, stat, ())));
                 engine.resync(&zk, listing).await.err()
             }
             Err(zk::Error::Unimplemented) => return Ended::Fallback,

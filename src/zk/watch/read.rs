@@ -8,6 +8,9 @@
 //! server refuses as a whole (a server before 3.6, a response over its
 //! size limit) is read node by node.
 
+use std::future::Future;
+use std::time::Instant;
+
 use futures::future::{join_all, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -25,17 +28,18 @@ const MULTI_READ_MIN: usize = 8;
 
 /// Starts reading `reads` (children of `path`): each item of the returned
 /// stream is the results of one request, as inputs for the machine, so
-/// that they can be applied (and their data freed) as they come.
+/// that they can be applied (and their data freed) as they come. Each
+/// request's latency is recorded in `counters`.
 pub(crate) fn start<'a>(
     zk: &'a zk::Client,
     path: &'a ServerSetPath,
     reads: Vec<(String, Ticket)>,
-    counters: &Counters,
+    counters: &'a Counters,
 ) -> FuturesUnordered<BoxFuture<'a, Vec<Input>>> {
     counters.count_reads(reads.len());
     let batches = FuturesUnordered::new();
     if reads.len() < MULTI_READ_MIN {
-        batches.push(read_each(zk, path, reads).boxed());
+        batches.push(read_each(zk, path, reads, counters).boxed());
         return batches;
     }
     let mut reads = reads.into_iter();
@@ -44,7 +48,7 @@ pub(crate) fn start<'a>(
         if chunk.is_empty() {
             return batches;
         }
-        batches.push(read_chunk(zk, path, chunk).boxed());
+        batches.push(read_chunk(zk, path, chunk, counters).boxed());
     }
 }
 
@@ -72,7 +76,8 @@ pub(crate) async fn read_vectors_watching(
     let mut inputs = Vec::with_capacity(vectors.len());
     let mut watchers = Vec::new();
     for (name, ticket) in vectors {
-        let result = match zk.get_and_watch_data(&path.member_path(&name)).await {
+        let request = zk.get_and_watch_data(&path.member_path(&name));
+        let result = match timed(counters, request).await {
             Ok((data, _, watcher)) => {
                 watchers.push((name.clone(), watcher));
                 Read::Data(data)
@@ -103,14 +108,15 @@ async fn read_chunk(
     zk: &zk::Client,
     path: &ServerSetPath,
     chunk: Vec<(String, Ticket)>,
+    counters: &Counters,
 ) -> Vec<Input> {
     let mut reader = zk.new_multi_reader();
     for (name, _) in &chunk {
         if reader.add_get_data(&path.member_path(name)).is_err() {
-            return read_each(zk, path, chunk).await;
+            return read_each(zk, path, chunk, counters).await;
         }
     }
-    match reader.commit().await {
+    match timed(counters, reader.commit()).await {
         Ok(results) if results.len() == chunk.len() => chunk
             .into_iter()
             .zip(results)
@@ -127,7 +133,7 @@ async fn read_chunk(
                 }
             })
             .collect(),
-        _ => read_each(zk, path, chunk).await,
+        _ => read_each(zk, path, chunk, counters).await,
     }
 }
 
@@ -136,10 +142,11 @@ async fn read_each(
     zk: &zk::Client,
     path: &ServerSetPath,
     reads: Vec<(String, Ticket)>,
+    counters: &Counters,
 ) -> Vec<Input> {
     let requests: Vec<_> = reads
         .iter()
-        .map(|(name, _)| zk.get_data(&path.member_path(name)))
+        .map(|(name, _)| timed(counters, zk.get_data(&path.member_path(name))))
         .collect();
     let results = join_all(requests).await;
     reads
@@ -154,6 +161,14 @@ async fn read_each(
             },
         })
         .collect()
+}
+
+/// Awaits one read request, recording its latency.
+async fn timed<T>(counters: &Counters, request: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = request.await;
+    counters.time_read(started.elapsed());
+    result
 }
 
 /// A failed read: the node is gone, or the read must be retried.

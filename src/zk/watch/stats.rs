@@ -1,6 +1,9 @@
 //! What a watch costs ZooKeeper, counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::metrics::ZkRequests;
 
 /// Requests and events of the engine behind a [`Watch`](crate::Watch),
 /// since it started (watches of the same path through one client share an
@@ -24,21 +27,45 @@ pub struct WatchStats {
     pub events: u64,
 }
 
-/// The live counters behind [`WatchStats`].
-#[derive(Debug, Default)]
+/// The live counters behind [`WatchStats`], and the engine's metrics
+/// (see [`crate::metrics`]).
+#[derive(Debug)]
 pub(crate) struct Counters {
     listings: AtomicU64,
     reads: AtomicU64,
     events: AtomicU64,
+    metrics: ZkRequests,
 }
 
 impl Counters {
+    /// Counters that also record the metrics of the watch of `path`.
+    pub(crate) fn for_path(path: &str) -> Self {
+        Counters {
+            listings: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            metrics: ZkRequests::new(path),
+        }
+    }
+
     pub(crate) fn count_listing(&self) {
         self.listings.fetch_add(1, Ordering::Relaxed);
+        self.metrics.listings.increment(1);
     }
 
     pub(crate) fn count_reads(&self, n: usize) {
         self.reads.fetch_add(n as u64, Ordering::Relaxed);
+        self.metrics.reads.increment(n as u64);
+    }
+
+    /// One listing request took `took`.
+    pub(crate) fn time_listing(&self, took: Duration) {
+        self.metrics.listing_seconds.record(took.as_secs_f64());
+    }
+
+    /// One read request (a multi-read or a get) took `took`.
+    pub(crate) fn time_read(&self, took: Duration) {
+        self.metrics.read_seconds.record(took.as_secs_f64());
     }
 
     pub(crate) fn count_event(&self) {

@@ -1,0 +1,178 @@
+//! `GET /v1/events?path=P[...]`: a set as Server-Sent Events (Flynn's
+//! discoverd stream): one `up` per current member, a `leader`, a
+//! `current` (the whole set), then `up` / `down` / `leader` as the set
+//! changes, and `health` at start and on each change of the watch's or
+//! the session's health. Every event has an `id:`; a comment every 15 s
+//! keeps idle connections alive.
+//!
+//! A client that falls behind gets no backlog: the watch's change stream
+//! coalesces what it missed, and a change that spans several versions is
+//! sent as a fresh `current` snapshot.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Serialize;
+use serversets::{Changes, Entry, Health, HealthWatcher, Snapshot};
+use tokio::sync::watch;
+
+use super::api::{pairs, Pairs};
+use super::error::ApiError;
+use super::query::SetQuery;
+use super::Gateway;
+
+/// How often an idle stream sends a comment.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The SSE route.
+pub async fn events(
+    State(gateway): State<Arc<Gateway>>,
+    query: Pairs,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let query = SetQuery::parse(&pairs(query)?)?;
+    let watch = gateway.watch(&query).await?;
+    let feed = Feed::new(
+        watch.changes(),
+        watch.health_watcher(),
+        gateway.client.health_watcher(),
+        gateway.shutdown.clone(),
+    );
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok(event), feed))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+}
+
+/// One subscriber's stream.
+struct Feed {
+    changes: Changes,
+    watch_health: HealthWatcher,
+    session_health: HealthWatcher,
+    /// The healths last sent.
+    sent: (Health, Health),
+    /// The version and leader (by name) last sent.
+    version: u64,
+    leader: Option<String>,
+    next_id: u64,
+    queue: VecDeque<Event>,
+    shutdown: watch::Receiver<bool>,
+    /// Counts connected subscribers while this one lives.
+    clients: metrics::Gauge,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.clients.decrement(1.0);
+    }
+}
+
+impl Feed {
+    fn new(
+        changes: Changes,
+        watch_health: HealthWatcher,
+        session_health: HealthWatcher,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let snapshot = Arc::clone(changes.snapshot());
+        let sent = (watch_health.current(), session_health.current());
+        let clients = metrics::gauge!(crate::metric_names::SSE_CLIENTS);
+        clients.increment(1.0);
+        let mut feed = Feed {
+            changes,
+            watch_health,
+            session_health,
+            sent,
+            version: snapshot.version(),
+            leader: None,
+            next_id: 0,
+            queue: VecDeque::new(),
+            shutdown,
+            clients,
+        };
+        for entry in snapshot.iter() {
+            feed.push("up", &**entry);
+        }
+        feed.push_leader(&snapshot, true);
+        feed.push("current", snapshot.entries());
+        feed.push_health();
+        feed
+    }
+
+    /// The next event; `None` ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                change = self.changes.next() => {
+                    let change = change?;
+                    let snapshot = &change.snapshot;
+                    if snapshot.version() > self.version + 1 {
+                        // Fell behind: the whole set, not a backlog.
+                        self.push("current", snapshot.entries());
+                    } else {
+                        for gone in &change.removed {
+                            self.push("down", &**gone);
+                        }
+                        for joined in &change.added {
+                            self.push("up", &**joined);
+                        }
+                    }
+                    self.version = snapshot.version();
+                    self.push_leader(snapshot, false);
+                }
+                health = self.watch_health.wait_change(self.sent.0) => {
+                    self.sent.0 = health;
+                    self.push_health();
+                }
+                health = self.session_health.wait_change(self.sent.1) => {
+                    self.sent.1 = health;
+                    self.push_health();
+                }
+                _ = self.shutdown.changed() => return None,
+            }
+        }
+    }
+
+    /// Queues an event of this type with `data` as JSON.
+    fn push(&mut self, kind: &str, data: &(impl Serialize + ?Sized)) {
+        self.next_id += 1;
+        // Entries and plain maps always serialize.
+        let json = serde_json::to_string(data).unwrap_or_else(|_| "null".to_owned());
+        self.queue.push_back(
+            Event::default()
+                .event(kind)
+                .id(self.next_id.to_string())
+                .data(json),
+        );
+    }
+
+    /// Queues a `leader` event if the leader changed (or `always`).
+    fn push_leader(&mut self, snapshot: &Snapshot, always: bool) {
+        let leader = snapshot.leader();
+        let name = leader.map(|e| e.name.clone());
+        if always || name != self.leader {
+            self.leader = name;
+            let data: Option<&Entry> = leader.map(|e| &**e);
+            self.push("leader", &data);
+        }
+    }
+
+    fn push_health(&mut self) {
+        let health = serde_json::json!({
+            "watch": format!("{:?}", self.sent.0),
+            "session": format!("{:?}", self.sent.1),
+        });
+        self.push("health", &health);
+    }
+}

@@ -1,0 +1,231 @@
+//! # serversets-gateway
+//!
+//! The discovery gateway behind `serverset serve`. Services without a
+//! ZooKeeper client follow sets over HTTP and Server-Sent Events and
+//! register as Finagle members with a TTL they renew; operators watch sets
+//! live in a browser. One ZooKeeper session serves every request.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = serversets::Client::connect("127.0.0.1:2181").await?;
+//! let options = serversets_gateway::Options::new("127.0.0.1:8080".parse()?);
+//! // Serves until Ctrl-C, then deletes the members it registered.
+//! serversets_gateway::run(client, options, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Parts:
+//! - [`api`]: members, leader, known paths, health, metrics, the page;
+//! - [`events`]: the SSE stream of a set;
+//! - [`instances`]: TTL registrations, kept by [`leases`] (pure);
+//! - [`query`]: the set routes' query string; [`error`]: `{"error"}`.
+
+mod api;
+mod error;
+mod events;
+mod instances;
+mod leases;
+mod query;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
+use axum::Router;
+use serversets::{Client, Watch};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use self::error::ApiError;
+use self::instances::Instances;
+use self::query::SetQuery;
+
+/// Request bodies above this are refused (413).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How many distinct (set, filters) the gateway watches at most.
+const MAX_WATCHES: usize = 4096;
+
+/// What every handler shares: the client, the watches it serves, the TTL
+/// registrations, the metrics handle.
+pub struct Gateway {
+    client: Client,
+    token: Option<String>,
+    watches: Mutex<HashMap<SetQuery, Watch>>,
+    /// The JSON of each watched set's members, by snapshot version:
+    /// rendered once per change, not once per request.
+    rendered: Mutex<HashMap<SetQuery, (u64, axum::body::Bytes)>>,
+    instances: Instances,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Becomes true when the gateway shuts down: event streams end.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Gateway {
+    /// The watch of a set with these filters, started on first use and
+    /// kept (watches of one path share one ZooKeeper watch).
+    async fn watch(&self, query: &SetQuery) -> Result<Watch, ApiError> {
+        if let Some(watch) = self.lock_watches().get(query) {
+            return Ok(watch.clone());
+        }
+        if self.lock_watches().len() >= MAX_WATCHES {
+            return Err(ApiError::unavailable(format!(
+                "the gateway already watches {MAX_WATCHES} sets"
+            )));
+        }
+        let watch = self
+            .client
+            .watch_with(&query.path, query.selection.clone())
+            .await?;
+        Ok(self
+            .lock_watches()
+            .entry(query.clone())
+            .or_insert(watch)
+            .clone())
+    }
+
+    fn lock_watches(&self) -> std::sync::MutexGuard<'_, HashMap<SetQuery, Watch>> {
+        // A panic elsewhere cannot leave the map half-updated: use it.
+        self.watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How the gateway listens.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The bearer token writes need, if any.
+    pub token: Option<String>,
+    /// Renders `/metrics`; [`run`] installs a recorder when `None`.
+    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl Options {
+    /// Listens on `listen`; writes need no token.
+    pub fn new(listen: SocketAddr) -> Self {
+        Options {
+            listen,
+            token: None,
+            prometheus: None,
+        }
+    }
+
+    /// Renders `/metrics` with this handle (from [`install_recorder`],
+    /// called before the client connects, so that the session's metrics
+    /// are recorded too).
+    pub fn prometheus(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.prometheus = Some(handle);
+        self
+    }
+
+    /// Writes (PUT, DELETE) need `Authorization: Bearer <token>`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+}
+
+/// The gateway's own gauges.
+pub mod metric_names {
+    /// Gauge: TTL instances registered through the gateway now.
+    pub const INSTANCES: &str = "serversets_gateway_instances";
+    /// Gauge: Server-Sent Events subscribers connected now.
+    pub const SSE_CLIENTS: &str = "serversets_gateway_sse_clients";
+}
+
+/// Installs a Prometheus recorder for the process's `metrics` (the
+/// library's and the gateway's) and returns the handle that renders them.
+/// Call it before connecting: metric handles are made when a client,
+/// watch or registration is. Fails if a recorder is installed already.
+pub fn install_recorder(
+) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
+{
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    serversets::metrics::describe();
+    Ok(handle)
+}
+
+/// Serves on `options.listen` until `stop` completes, then deletes the
+/// members registered through the gateway and returns. Installs a
+/// Prometheus recorder for the process's `metrics` if none is installed.
+pub async fn run(
+    client: Client,
+    options: Options,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let prometheus = match options.prometheus {
+        Some(handle) => Some(handle),
+        None => match install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                warn!(error = %e, "no Prometheus recorder: /metrics answers 503");
+                None
+            }
+        },
+    };
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let gateway = Arc::new(Gateway {
+        instances: Instances::new(client.clone()),
+        client,
+        token: options.token,
+        watches: Mutex::new(HashMap::new()),
+        rendered: Mutex::new(HashMap::new()),
+        prometheus,
+        shutdown,
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    info!(listen = %listener.local_addr()?, "gateway listening");
+    let expiry = tokio::spawn(instances::expire_forever(Arc::clone(&gateway)));
+    let upkeep = gateway.prometheus.clone().map(|handle| {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                ticks.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    });
+    let served = axum::serve(listener, router(Arc::clone(&gateway)))
+        .with_graceful_shutdown(async move {
+            stop.await;
+            // Event streams end, or the graceful shutdown would wait for them.
+            let _ = shutdown_tx.send(true);
+        })
+        .await;
+    expiry.abort();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
+    gateway.instances.close_all().await;
+    served
+}
+
+/// Every route, on `gateway`'s state (to mount in a server of your own;
+/// [`run`] serves it).
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/", get(api::dashboard))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/v1/paths", get(api::paths))
+        .route("/v1/members", get(api::members))
+        .route("/v1/leader", get(api::leader))
+        .route("/v1/events", get(events::events))
+        .route(
+            "/v1/instances/{id}",
+            put(instances::put).delete(instances::delete),
+        )
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(gateway)
+}
