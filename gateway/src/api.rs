@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use serversets::Health;
+use serversets::{Health, Snapshot};
 
 use super::error::ApiError;
 use super::query::SetQuery;
@@ -32,26 +32,27 @@ fn json_bytes(body: impl Into<Bytes>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The set a request's query names, and its current snapshot.
+async fn current(gateway: &Gateway, query: Pairs) -> Result<(SetQuery, Arc<Snapshot>), ApiError> {
+    let query = SetQuery::parse(&pairs(query)?)?;
+    let snapshot = gateway.watch(&query).await?.current();
+    Ok((query, snapshot))
+}
+
 /// `GET /v1/members?path=P[&endpoint=..][&shard=..][&meta.K=V]`: the live
 /// members, as `serverset watch --once` prints them.
 pub async fn members(
     State(gateway): State<Arc<Gateway>>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let query = SetQuery::parse(&pairs(query)?)?;
-    let watch = gateway.watch(&query).await?;
-    let snapshot = watch.current();
+    let (query, snapshot) = current(&gateway, query).await?;
     let version = snapshot.version();
-    let cached = |gateway: &Gateway| {
-        gateway
-            .rendered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&query)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, body)| body.clone())
-    };
-    if let Some(body) = cached(&gateway) {
+    let cached = gateway
+        .lock_rendered()
+        .get(&query)
+        .filter(|(v, _)| *v == version)
+        .map(|(_, body)| body.clone());
+    if let Some(body) = cached {
         return Ok(json_bytes(body));
     }
     let body = Bytes::from(
@@ -59,9 +60,7 @@ pub async fn members(
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
     );
     gateway
-        .rendered
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .lock_rendered()
         .insert(query, (version, body.clone()));
     Ok(json_bytes(body))
 }
@@ -71,9 +70,7 @@ pub async fn leader(
     State(gateway): State<Arc<Gateway>>,
     query: Pairs,
 ) -> Result<Response, ApiError> {
-    let query = SetQuery::parse(&pairs(query)?)?;
-    let watch = gateway.watch(&query).await?;
-    let snapshot = watch.current();
+    let (query, snapshot) = current(&gateway, query).await?;
     let leader = snapshot
         .leader()
         .ok_or_else(|| ApiError::not_found(format!("{} has no live member", query.path)))?;

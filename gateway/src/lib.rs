@@ -90,6 +90,14 @@ impl Gateway {
             .clone())
     }
 
+    fn lock_rendered(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SetQuery, (u64, axum::body::Bytes)>> {
+        self.rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_watches(&self) -> std::sync::MutexGuard<'_, HashMap<SetQuery, Watch>> {
         // A panic elsewhere cannot leave the map half-updated: use it.
         self.watches

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::install::ensure_installed;
-use crate::net::free_port;
-use crate::zookeeper::{annotate, PORT_ATTEMPTS};
+use crate::net::on_a_free_port;
+use crate::zookeeper::annotate;
 
 /// Debian's Chromium binary (package `chromium`).
 const CHROMIUM_BINARY: &str = "/usr/bin/chromium";
@@ -104,9 +104,7 @@ impl Browser {
     /// the tail of its log.
     pub fn start() -> io::Result<Browser> {
         ensure_installed(&["chromium", "chromium-driver"])?;
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
+        on_a_free_port("chromedriver", |port| {
             let dir = tempfile::Builder::new()
                 .prefix("testkit-browser-")
                 .tempdir()
@@ -117,14 +115,9 @@ impl Browser {
                 child: Mutex::new(None),
                 profiles: AtomicUsize::new(0),
             };
-            match browser.launch() {
-                Ok(()) => return Ok(browser),
-                Err(err) if err.kind() == io::ErrorKind::AddrInUse => last_error = Some(err),
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last_error
-            .unwrap_or_else(|| io::Error::other("no attempt to start chromedriver was made")))
+            browser.launch()?;
+            Ok(browser)
+        })
     }
 
     /// The WebDriver endpoint: `http://127.0.0.1:PORT`.

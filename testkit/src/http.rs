@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::net::free_port;
-use crate::zookeeper::{annotate, PORT_ATTEMPTS};
+use crate::net::on_a_free_port;
+use crate::zookeeper::annotate;
 
 /// Longest accepted request line or header line.
 const MAX_LINE: u64 = 16 * 1024;
@@ -140,23 +140,17 @@ impl HttpServer {
                 format!("HTTP server name {name:?} must not contain control characters"),
             ));
         }
-        let mut server = HttpServer {
-            name: Arc::from(name),
-            port: 0,
-            stats: Arc::default(),
-            running: None,
-        };
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port()?;
-            match server.listen() {
-                Ok(()) => return Ok(server),
-                Err(err) if err.kind() == io::ErrorKind::AddrInUse => last_error = Some(err),
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last_error
-            .unwrap_or_else(|| io::Error::other("no attempt to start the HTTP server was made")))
+        let name: Arc<str> = Arc::from(name);
+        on_a_free_port("the HTTP server", |port| {
+            let mut server = HttpServer {
+                name: Arc::clone(&name),
+                port,
+                stats: Arc::default(),
+                running: None,
+            };
+            server.listen()?;
+            Ok(server)
+        })
     }
 
     /// The server's name (its response body and `X-Server` header).

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::install::{ensure_installed, running_as_root};
-use crate::net::free_port;
+use crate::net::on_a_free_port;
 use crate::process::ChildSlot;
-use crate::zookeeper::{annotate, PORT_ATTEMPTS};
+use crate::zookeeper::annotate;
 
 /// How long memcached may take to answer `version` after being spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,26 +89,21 @@ impl Memcached {
     /// then includes the tail of its log.
     pub fn start() -> io::Result<Memcached> {
         ensure_installed(&["memcached"])?;
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-memcached-")
-            .tempdir()
-            .map_err(|err| annotate(err, "cannot create a temporary directory for memcached"))?;
-        let mut server = Memcached {
-            dir,
-            port: 0,
-            child: ChildSlot::default(),
-        };
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port()?;
-            match server.launch() {
-                Ok(()) => return Ok(server),
-                Err(err) if err.kind() == io::ErrorKind::AddrInUse => last_error = Some(err),
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last_error
-            .unwrap_or_else(|| io::Error::other("no attempt to start memcached was made")))
+        on_a_free_port("memcached", |port| {
+            let dir = tempfile::Builder::new()
+                .prefix("testkit-memcached-")
+                .tempdir()
+                .map_err(|err| {
+                    annotate(err, "cannot create a temporary directory for memcached")
+                })?;
+            let server = Memcached {
+                dir,
+                port,
+                child: ChildSlot::default(),
+            };
+            server.launch()?;
+            Ok(server)
+        })
     }
 
     /// The TCP port on 127.0.0.1.

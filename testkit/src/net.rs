@@ -102,3 +102,26 @@ pub(crate) fn four_letter_word_with_timeout(
     stream.read_to_end(&mut reply).map_err(with_context)?;
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
+
+/// How many fresh ports a server start tries before giving up.
+pub(crate) const PORT_ATTEMPTS: usize = 5;
+
+/// Runs `start` on a fresh free port of 127.0.0.1, again on another one
+/// (up to [`PORT_ATTEMPTS`] times) when the port was taken meanwhile
+/// (`AddrInUse`); any other failure is returned at once. `what` names
+/// the server in the error when no attempt was made.
+pub(crate) fn on_a_free_port<T>(
+    what: &str,
+    mut start: impl FnMut(u16) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last_error = None;
+    for _ in 0..PORT_ATTEMPTS {
+        match start(free_port()?) {
+            Ok(started) => return Ok(started),
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse => last_error = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| io::Error::other(format!("no attempt to start {what} was made"))))
+}

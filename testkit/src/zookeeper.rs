@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::install::ensure_installed;
-use crate::net::{four_letter_word, four_letter_word_with_timeout, free_port, free_ports};
+use crate::net::on_a_free_port;
+use crate::net::{four_letter_word, four_letter_word_with_timeout, free_ports};
 use crate::process::ChildSlot;
 use crate::tls::{ClientAuth, TestCerts};
 
@@ -31,7 +32,7 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How many times a start is attempted when the chosen port turns out to be
 /// taken by someone else.
-pub(crate) const PORT_ATTEMPTS: usize = 5;
+pub(crate) use crate::net::PORT_ATTEMPTS;
 
 /// Directory holding Debian's ZooKeeper jars and their dependencies.
 const JAVA_SHARE: &str = "/usr/share/java";
@@ -97,19 +98,12 @@ impl ZooKeeper {
     /// includes the tail of the server's log.
     pub fn start() -> io::Result<ZooKeeper> {
         ensure_installed(&["zookeeper"])?;
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
+        on_a_free_port("ZooKeeper", |port| {
             let label = format!("standalone ZooKeeper on 127.0.0.1:{port}");
             let server = ZooKeeper::prepare(label, port, None, "")?;
-            match server.launch(Instant::now() + START_TIMEOUT, true) {
-                Ok(()) => return Ok(server),
-                Err(err) if err.kind() == io::ErrorKind::AddrInUse => last_error = Some(err),
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last_error
-            .unwrap_or_else(|| io::Error::other("no attempt to start ZooKeeper was made")))
+            server.launch(Instant::now() + START_TIMEOUT, true)?;
+            Ok(server)
+        })
     }
 
     /// Starts a standalone ZooKeeper server like [`start`](Self::start)
