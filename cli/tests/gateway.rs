@@ -677,3 +677,54 @@ async fn a_subscriber_that_falls_behind_gets_a_snapshot_not_a_backlog() {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_puts_of_one_id_leave_exactly_the_last_one() {
+    let server = zookeeper();
+    let connect = server.connect_string();
+    let gateway = Gateway::start(&connect, None).await;
+    let observer = raw(&connect).await;
+    let dir = "/discovery/prod/race";
+    // 20 PUTs of one id with different data, all at once, then one more.
+    let racing = (0..20u16).map(|i| {
+        let gateway = &gateway;
+        async move {
+            put(
+                gateway,
+                "racer",
+                dir,
+                &json!({"host": "10.2.0.1", "port": 1000 + i}),
+            )
+            .await
+        }
+    });
+    for (status, body) in futures::future::join_all(racing).await {
+        assert!([200, 201, 409].contains(&status), "{status} {body}");
+    }
+    let (status, last) = put(
+        &gateway,
+        "racer",
+        dir,
+        &json!({"host": "10.2.0.1", "port": 2000}),
+    )
+    .await;
+    assert!([200, 201].contains(&status), "{status} {last}");
+    // Whatever order they finished in: one member, the last data.
+    within("one member with the last data", async {
+        loop {
+            let nodes = observer.list_children(dir).await.unwrap_or_default();
+            if nodes.len() == 1 {
+                let (data, _) = observer
+                    .get_data(&format!("{dir}/{}", nodes[0]))
+                    .await
+                    .unwrap();
+                let member = codec::decode(&data).unwrap().member;
+                if member.service_endpoint.port == 2000 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

@@ -59,9 +59,12 @@ pub async fn members(
         serde_json::to_vec(snapshot.entries())
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
     );
-    gateway
-        .lock_rendered()
-        .insert(query, (version, body.clone()));
+    let mut rendered = gateway.lock_rendered();
+    let newer = rendered.get(&query).is_none_or(|(v, _)| *v < version);
+    if newer {
+        rendered.insert(query, (version, body.clone()));
+    }
+    drop(rendered);
     Ok(json_bytes(body))
 }
 

@@ -51,6 +51,17 @@ impl From<serversets::Error> for ApiError {
             | Error::InvalidEndpoint { .. }
             | Error::InvalidDestination { .. }
             | Error::InvalidConfig(_) => Self::bad_request(e.to_string()),
+            Error::ZooKeeper { ref source, .. } => {
+                use zookeeper_client::Error as Zk;
+                let status = match source {
+                    // Retrying will not help: the path's ACL refuses us,
+                    // or the set path is an ephemeral node.
+                    Zk::NoAuth | Zk::InvalidAcl => StatusCode::FORBIDDEN,
+                    Zk::NoChildrenForEphemerals => StatusCode::CONFLICT,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                Self::new(status, e.to_string())
+            }
             _ => Self::unavailable(e.to_string()),
         }
     }

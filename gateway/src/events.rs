@@ -29,18 +29,27 @@ use super::Gateway;
 /// How often an idle stream sends a comment.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// How many event streams the gateway serves at once (503 beyond).
+pub(crate) const MAX_STREAMS: usize = 10_000;
+
 /// The SSE route.
 pub async fn events(
     State(gateway): State<Arc<Gateway>>,
     query: Pairs,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let query = SetQuery::parse(&pairs(query)?)?;
+    let permit = Arc::clone(&gateway.streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::unavailable(format!("{MAX_STREAMS} event streams are open already"))
+        })?;
     let watch = gateway.watch(&query).await?;
     let feed = Feed::new(
         watch.changes(),
         watch.health_watcher(),
         gateway.client.health_watcher(),
         gateway.shutdown.clone(),
+        permit,
     );
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
@@ -56,6 +65,12 @@ struct Feed {
     session_health: HealthWatcher,
     /// The healths last sent.
     sent: (Health, Health),
+    /// Whether each health is still followed (its source lives).
+    following: (bool, bool),
+    /// The initial set, sent one `up` at a time (not queued at once: a set
+    /// of 100,000 would be that many events in memory per subscriber),
+    /// and how many of its members are sent.
+    initial: Option<(Arc<Snapshot>, usize)>,
     /// The version and leader (by name) last sent.
     version: u64,
     leader: Option<String>,
@@ -64,6 +79,8 @@ struct Feed {
     shutdown: watch::Receiver<bool>,
     /// Counts connected subscribers while this one lives.
     clients: metrics::Gauge,
+    /// One of the gateway's stream slots, while this one lives.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for Feed {
@@ -78,6 +95,7 @@ impl Feed {
         watch_health: HealthWatcher,
         session_health: HealthWatcher,
         shutdown: watch::Receiver<bool>,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
         let snapshot = Arc::clone(changes.snapshot());
         let sent = (watch_health.current(), session_health.current());
@@ -88,30 +106,52 @@ impl Feed {
             watch_health,
             session_health,
             sent,
+            following: (true, true),
             version: snapshot.version(),
             leader: None,
             next_id: 0,
             queue: VecDeque::new(),
             shutdown,
             clients,
+            _permit: permit,
+            initial: Some((snapshot, 0)),
         };
-        for entry in snapshot.iter() {
-            feed.push("up", &**entry);
-        }
-        feed.push_leader(&snapshot, true);
-        feed.push("current", snapshot.entries());
-        feed.push_health();
+        feed.next_initial();
         feed
+    }
+
+    /// Queues the next event of the initial set: its members' `up`s one by
+    /// one, then `leader`, `current` and `health`.
+    fn next_initial(&mut self) {
+        let Some((snapshot, sent)) = self.initial.take() else {
+            return;
+        };
+        match snapshot.entries().get(sent) {
+            Some(entry) => {
+                let entry = Arc::clone(entry);
+                self.push("up", &*entry);
+                self.initial = Some((snapshot, sent + 1));
+            }
+            None => {
+                self.push_leader(&snapshot, true);
+                self.push("current", snapshot.entries());
+                self.push_health();
+            }
+        }
     }
 
     /// The next event; `None` ends the stream.
     async fn next(&mut self) -> Option<Event> {
         loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
-            if *self.shutdown.borrow() {
-                return None;
+            if self.initial.is_some() {
+                self.next_initial();
+                continue;
             }
             tokio::select! {
                 change = self.changes.next() => {
@@ -131,11 +171,15 @@ impl Feed {
                     self.version = snapshot.version();
                     self.push_leader(snapshot, false);
                 }
-                health = self.watch_health.wait_change(self.sent.0) => {
+                health = self.watch_health.wait_change(self.sent.0), if self.following.0 => {
+                    // Closed is the last word: a source that is gone would
+                    // answer at once forever.
+                    self.following.0 = health != Health::Closed;
                     self.sent.0 = health;
                     self.push_health();
                 }
-                health = self.session_health.wait_change(self.sent.1) => {
+                health = self.session_health.wait_change(self.sent.1), if self.following.1 => {
+                    self.following.1 = health != Health::Closed;
                     self.sent.1 = health;
                     self.push_health();
                 }

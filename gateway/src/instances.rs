@@ -32,6 +32,9 @@ type Key = (String, String);
 /// The TTL when the body gives none.
 const DEFAULT_TTL_SECS: u64 = 10;
 
+/// How many instances the gateway holds at most (429 beyond).
+const MAX_INSTANCES: usize = 10_000;
+
 /// The gateway's registrations and their leases.
 pub struct Instances {
     client: Client,
@@ -44,7 +47,8 @@ pub struct Instances {
 
 struct Held {
     leases: Leases<Key, Member>,
-    registrations: HashMap<Key, Registration>,
+    /// Each registration with the generation of the lease it was made for.
+    registrations: HashMap<Key, (u64, Registration)>,
 }
 
 impl Instances {
@@ -72,7 +76,7 @@ impl Instances {
             let mut held = self.held.lock().await;
             held.leases = Leases::new();
             self.gauge.set(0.0);
-            held.registrations.drain().map(|(_, r)| r).collect()
+            held.registrations.drain().map(|(_, (_, r))| r).collect()
         };
         futures::future::join_all(registrations.into_iter().map(Registration::close)).await;
     }
@@ -212,57 +216,44 @@ pub async fn put(
     let (member, ttl) = member_of(&body)?;
     let instances = &gateway.instances;
     let key = (path.as_str().to_owned(), id.clone());
-    let renewal = {
+    let (renewal, generation) = {
         let mut held = instances.held.lock().await;
+        if held.leases.generation(&key).is_none() && held.leases.len() >= MAX_INSTANCES {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("the gateway holds {MAX_INSTANCES} instances already"),
+            ));
+        }
         let renewal = held
             .leases
             .renew(key.clone(), member.clone(), ttl, Instant::now());
         instances.gauge.set(held.leases.len() as f64);
+        let generation = held.leases.generation(&key).unwrap_or_default();
         if renewal == Renewal::Renewed {
-            let znode = held.registrations.get(&key).and_then(Registration::znode);
-            instances.changed.notify_one();
+            // `None` while its registration is still being made.
+            let znode = held
+                .registrations
+                .get(&key)
+                .filter(|(made_for, _)| *made_for == generation)
+                .and_then(|(_, registration)| registration.znode());
             return Ok(answer(StatusCode::OK, &id, &path, znode, ttl, true));
         }
-        renewal
+        (renewal, generation)
     };
+    // A new deadline may be the earliest.
     instances.changed.notify_one();
-    // Register outside the lock: renewals of others go on meanwhile.
-    let registration = match instances.client.register(&path, member.clone()).await {
-        Ok(registration) => registration,
-        Err(e) => {
-            // Nothing stays half-registered: the client's next PUT starts afresh.
-            let old = {
-                let mut held = instances.held.lock().await;
-                held.leases.release(&key);
-                instances.gauge.set(held.leases.len() as f64);
-                held.registrations.remove(&key)
-            };
-            if let Some(old) = old {
-                old.close().await;
-            }
-            return Err(e.into());
-        }
-    };
-    let znode = registration.znode();
-    let (old, kept) = {
-        let mut held = instances.held.lock().await;
-        if held.leases.deadline(&key).is_some() {
-            (held.registrations.insert(key.clone(), registration), None)
-        } else {
-            // Expired or deleted while registering.
-            (None, Some(registration))
-        }
-    };
-    if let Some(old) = old {
-        old.close().await;
-    }
-    if let Some(orphan) = kept {
-        orphan.close().await;
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("instance {id} was deleted while it registered"),
-        ));
-    }
+    // In a task of its own: a client that hangs up mid-request cannot
+    // leave its lease without a registration.
+    let settling = tokio::spawn(register(
+        Arc::clone(&gateway),
+        key,
+        generation,
+        path.clone(),
+        member,
+    ));
+    let znode = settling
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     info!(%path, %id, ?renewal, "gateway instance registered");
     let status = if renewal == Renewal::New {
         StatusCode::CREATED
@@ -270,6 +261,67 @@ pub async fn put(
         StatusCode::OK
     };
     Ok(answer(status, &id, &path, znode, ttl, false))
+}
+
+/// Registers `member` for the lease `key` of this `generation`, and keeps
+/// the registration if the lease still is that one; otherwise (renewed
+/// with other data, deleted or expired meanwhile) deletes it again. On
+/// failure, gives the lease up if it is still this one, so that the
+/// client's next PUT starts afresh.
+async fn register(
+    gateway: Arc<Gateway>,
+    key: Key,
+    generation: u64,
+    path: ServerSetPath,
+    member: Member,
+) -> Result<Option<String>, ApiError> {
+    let instances = &gateway.instances;
+    match instances.client.register(&path, member).await {
+        Ok(registration) => {
+            let znode = registration.znode();
+            let (unwanted, current) = {
+                let mut held = instances.held.lock().await;
+                if held.leases.generation(&key) == Some(generation) {
+                    let old = held
+                        .registrations
+                        .insert(key.clone(), (generation, registration));
+                    (old.map(|(_, old)| old), true)
+                } else {
+                    (Some(registration), false)
+                }
+            };
+            if let Some(unwanted) = unwanted {
+                unwanted.close().await;
+            }
+            if current {
+                Ok(znode)
+            } else {
+                Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "instance {} was replaced or deleted while it registered",
+                        key.1
+                    ),
+                ))
+            }
+        }
+        Err(e) => {
+            let old = {
+                let mut held = instances.held.lock().await;
+                if held.leases.generation(&key) == Some(generation) {
+                    held.leases.release(&key);
+                    instances.gauge.set(held.leases.len() as f64);
+                    held.registrations.remove(&key)
+                } else {
+                    None
+                }
+            };
+            if let Some((_, old)) = old {
+                old.close().await;
+            }
+            Err(e.into())
+        }
+    }
 }
 
 fn answer(
@@ -307,7 +359,7 @@ pub async fn delete(
         gateway.instances.gauge.set(held.leases.len() as f64);
         (released, held.registrations.remove(&key))
     };
-    if let Some(registration) = registration {
+    if let Some((_, registration)) = registration {
         registration.close().await;
     }
     if held_lease {
@@ -331,7 +383,7 @@ pub async fn expire_forever(gateway: Arc<Gateway>) {
                 }
             } => {}
         }
-        let expired: Vec<(Key, Option<Registration>)> = {
+        let expired: Vec<(Key, Option<(u64, Registration)>)> = {
             let mut held = instances.held.lock().await;
             let keys = held.leases.expire(Instant::now());
             instances.gauge.set(held.leases.len() as f64);
@@ -344,7 +396,7 @@ pub async fn expire_forever(gateway: Arc<Gateway>) {
         };
         for ((path, id), registration) in expired {
             warn!(%path, %id, "gateway instance expired: not renewed within its TTL");
-            if let Some(registration) = registration {
+            if let Some((_, registration)) = registration {
                 tokio::spawn(registration.close());
             }
         }

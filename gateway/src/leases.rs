@@ -23,6 +23,8 @@ pub enum Renewal {
 struct Lease<D> {
     data: D,
     deadline: Instant,
+    /// Changes when the lease is taken or its data replaced.
+    generation: u64,
 }
 
 /// Leases by key, each with its data and deadline.
@@ -31,6 +33,7 @@ pub struct Leases<K, D> {
     leases: HashMap<K, Lease<D>>,
     /// Deadlines in order, to find the expired ones without a scan.
     deadlines: BTreeSet<(Instant, K)>,
+    generations: u64,
 }
 
 impl<K: Hash + Eq + Ord + Clone, D: PartialEq> Leases<K, D> {
@@ -39,6 +42,7 @@ impl<K: Hash + Eq + Ord + Clone, D: PartialEq> Leases<K, D> {
         Leases {
             leases: HashMap::new(),
             deadlines: BTreeSet::new(),
+            generations: 0,
         }
     }
 
@@ -46,12 +50,21 @@ impl<K: Hash + Eq + Ord + Clone, D: PartialEq> Leases<K, D> {
     /// `data`, and says what that changed.
     pub fn renew(&mut self, key: K, data: D, ttl: Duration, now: Instant) -> Renewal {
         let deadline = now + ttl;
-        let renewal = match self.leases.get(&key) {
-            None => Renewal::New,
-            Some(lease) if lease.data == data => Renewal::Renewed,
-            Some(_) => Renewal::Replaced,
+        let (renewal, generation) = match self.leases.get(&key) {
+            None => (Renewal::New, None),
+            Some(lease) if lease.data == data => (Renewal::Renewed, Some(lease.generation)),
+            Some(_) => (Renewal::Replaced, None),
         };
-        if let Some(old) = self.leases.insert(key.clone(), Lease { data, deadline }) {
+        let generation = generation.unwrap_or_else(|| {
+            self.generations += 1;
+            self.generations
+        });
+        let lease = Lease {
+            data,
+            deadline,
+            generation,
+        };
+        if let Some(old) = self.leases.insert(key.clone(), lease) {
             self.deadlines.remove(&(old.deadline, key.clone()));
         }
         self.deadlines.insert((deadline, key));
@@ -89,7 +102,14 @@ impl<K: Hash + Eq + Ord + Clone, D: PartialEq> Leases<K, D> {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
+    /// The generation of `key`'s lease, if it is held: it changes when the
+    /// lease is taken anew or its data replaced, not when it is renewed.
+    pub fn generation(&self, key: &K) -> Option<u64> {
+        self.leases.get(key).map(|lease| lease.generation)
+    }
+
     /// When `key`'s lease expires, if it is held.
+    #[cfg(test)]
     pub fn deadline(&self, key: &K) -> Option<Instant> {
         self.leases.get(key).map(|lease| lease.deadline)
     }
@@ -116,11 +136,18 @@ mod tests {
         let mut leases = Leases::new();
         let t0 = Instant::now();
         assert_eq!(leases.renew("a", 1, TTL, t0), Renewal::New);
+        let first = leases.generation(&"a");
         let t5 = t0 + Duration::from_secs(5);
         assert_eq!(leases.renew("a", 1, TTL, t5), Renewal::Renewed);
+        assert_eq!(
+            leases.generation(&"a"),
+            first,
+            "a renewal keeps the generation"
+        );
         assert_eq!(leases.deadline(&"a"), Some(t5 + TTL));
         assert!(leases.expire(t0 + TTL).is_empty(), "renewed in time");
         assert_eq!(leases.renew("a", 2, TTL, t5), Renewal::Replaced);
+        assert_ne!(leases.generation(&"a"), first, "new data, a new generation");
         assert_eq!(leases.expire(t5 + TTL), ["a"]);
         assert_eq!(leases.len(), 0);
     }

@@ -33,7 +33,7 @@ mod query;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
@@ -49,15 +49,20 @@ use self::query::SetQuery;
 /// Request bodies above this are refused (413).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// How many distinct (set, filters) the gateway watches at most.
+/// How many distinct (set, filters) the gateway keeps watching at most;
+/// beyond, the least recently asked for is dropped.
 const MAX_WATCHES: usize = 4096;
+
+/// How long a stopping gateway waits for its connections to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What every handler shares: the client, the watches it serves, the TTL
 /// registrations, the metrics handle.
 pub struct Gateway {
     client: Client,
     token: Option<String>,
-    watches: Mutex<HashMap<SetQuery, Watch>>,
+    /// Each watched set with when it was last asked for.
+    watches: Mutex<HashMap<SetQuery, (Watch, Instant)>>,
     /// The JSON of each watched set's members, by snapshot version:
     /// rendered once per change, not once per request.
     rendered: Mutex<HashMap<SetQuery, (u64, axum::body::Bytes)>>,
@@ -65,29 +70,39 @@ pub struct Gateway {
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Becomes true when the gateway shuts down: event streams end.
     shutdown: watch::Receiver<bool>,
+    /// Slots for event streams.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
     /// The watch of a set with these filters, started on first use and
     /// kept (watches of one path share one ZooKeeper watch).
     async fn watch(&self, query: &SetQuery) -> Result<Watch, ApiError> {
-        if let Some(watch) = self.lock_watches().get(query) {
+        if let Some((watch, used)) = self.lock_watches().get_mut(query) {
+            *used = Instant::now();
             return Ok(watch.clone());
-        }
-        if self.lock_watches().len() >= MAX_WATCHES {
-            return Err(ApiError::unavailable(format!(
-                "the gateway already watches {MAX_WATCHES} sets"
-            )));
         }
         let watch = self
             .client
             .watch_with(&query.path, query.selection.clone())
             .await?;
-        Ok(self
-            .lock_watches()
+        let mut watches = self.lock_watches();
+        if watches.len() >= MAX_WATCHES && !watches.contains_key(query) {
+            // The least recently used goes (its streams keep their own
+            // subscription; a later request watches it again).
+            let oldest = watches
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(q, _)| q.clone());
+            if let Some(oldest) = oldest {
+                watches.remove(&oldest);
+                self.lock_rendered().remove(&oldest);
+            }
+        }
+        let (watch, _) = watches
             .entry(query.clone())
-            .or_insert(watch)
-            .clone())
+            .or_insert((watch, Instant::now()));
+        Ok(watch.clone())
     }
 
     fn lock_rendered(
@@ -98,7 +113,7 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_watches(&self) -> std::sync::MutexGuard<'_, HashMap<SetQuery, Watch>> {
+    fn lock_watches(&self) -> std::sync::MutexGuard<'_, HashMap<SetQuery, (Watch, Instant)>> {
         // A panic elsewhere cannot leave the map half-updated: use it.
         self.watches
             .lock()
@@ -190,6 +205,7 @@ pub async fn run(
         rendered: Mutex::new(HashMap::new()),
         prometheus,
         shutdown,
+        streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
     });
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     info!(listen = %listener.local_addr()?, "gateway listening");
@@ -203,13 +219,26 @@ pub async fn run(
             }
         })
     });
-    let served = axum::serve(listener, router(Arc::clone(&gateway)))
-        .with_graceful_shutdown(async move {
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        axum::serve(listener, router(Arc::clone(&gateway))).with_graceful_shutdown(async move {
             stop.await;
+            let _ = stopping_tx.send(());
             // Event streams end, or the graceful shutdown would wait for them.
             let _ = shutdown_tx.send(true);
-        })
-        .await;
+        });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    let served = tokio::select! {
+        served = &mut server => served,
+        _ = async {
+            let _ = stopping.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            // A subscriber that reads nothing is never polled again: cut it.
+            warn!("connections still open {SHUTDOWN_GRACE:?} after the stop: closing them");
+            Ok(())
+        }
+    };
     expiry.abort();
     if let Some(upkeep) = upkeep {
         upkeep.abort();
@@ -218,9 +247,8 @@ pub async fn run(
     served
 }
 
-/// Every route, on `gateway`'s state (to mount in a server of your own;
-/// [`run`] serves it).
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// Every route, on `gateway`'s state.
+fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/", get(api::dashboard))
         .route("/healthz", get(api::healthz))
