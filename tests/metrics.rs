@@ -209,13 +209,17 @@ fn metrics_of_watches_sessions_and_registrations() {
         // Deleted by someone else: created again.
         let znode = registration.znode().expect("registered");
         raw.delete(&znode, None).await.expect("delete the member");
-        let again = within("re-created", registration.changed()).await;
-        let again = match again {
-            Some(again) if again != znode => again,
-            _ => within("re-created", registration.changed())
-                .await
-                .expect("a new member node"),
-        };
+        let again = within("re-created", async {
+            loop {
+                match registration.znode() {
+                    Some(again) if again != znode => return again,
+                    _ => {
+                        registration.changed().await;
+                    }
+                }
+            }
+        })
+        .await;
         assert_ne!(again, znode);
         seen.wait_counter(REGISTRATIONS_RECREATED, &plain, 1).await;
         assert_eq!(seen.counter(REGISTRATIONS_CREATED, &plain), 2);
