@@ -380,7 +380,6 @@ impl McSet {
         expiration: u32,
         token: u64,
     ) -> Result<CasOutcome, Error> {
-        self.check_value(key, value)?;
         let command = Command::Cas {
             key,
             value,
@@ -428,17 +427,22 @@ impl McSet {
     /// map. If a server fails, the call fails with its error (no partial
     /// result is returned as if complete).
     pub async fn get_multi(&self, keys: &[&str]) -> Result<HashMap<String, Vec<u8>>, Error> {
-        let result = self.get_multi_once(keys).await;
-        self.count(&result);
-        result
+        self.counted(self.get_multi_once(keys)).await
     }
 
-    /// Counts one operation and whether it failed.
-    fn count<T>(&self, result: &Result<T, Error>) {
+    /// Runs one operation, counted: the request when it starts (one its
+    /// caller drops midway counts too, as in the other typed sets), the
+    /// error when it fails (bad keys and values included).
+    async fn counted<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         self.inner.requests.increment(1);
+        let result = operation.await;
         if result.is_err() {
             self.inner.errors.increment(1);
         }
+        result
     }
 
     /// [`McSet::get_multi`], uncounted.
@@ -478,7 +482,6 @@ impl McSet {
     }
 
     async fn store(&self, key: &str, value: &[u8], ttl: u32, mode: Mode) -> Result<bool, Error> {
-        self.check_value(key, value)?;
         let command = Command::Store {
             key,
             value,
@@ -522,9 +525,7 @@ impl McSet {
 
     /// Runs one keyed command on the key's server (one operation, counted).
     async fn keyed(&self, key: &str, command: Command<'_>) -> Result<(Arc<Server>, Reply), Error> {
-        let result = self.keyed_once(key, command).await;
-        self.count(&result);
-        result
+        self.counted(self.keyed_once(key, command)).await
     }
 
     async fn keyed_once(
@@ -533,6 +534,9 @@ impl McSet {
         command: Command<'_>,
     ) -> Result<(Arc<Server>, Reply), Error> {
         check_key(key)?;
+        if let Command::Store { value, .. } | Command::Cas { value, .. } = &command {
+            self.check_value(key, value)?;
+        }
         let server = self.server_of(key)?;
         let reply = server
             .call(&command, self.inner.settings.limits.timeout)

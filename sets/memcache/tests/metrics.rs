@@ -39,10 +39,13 @@ async fn operations_errors_and_ejections_are_counted() {
         .build()
     });
     let (mut operations, mut failed) = (0u64, 0u64);
+    let mut on_the_live_server = None;
     for i in 0..40 {
         let key = format!("metrics:{i}");
         if cache.set(&key, b"v", 0).await.is_err() {
             failed += 1;
+        } else {
+            on_the_live_server = Some(key);
         }
         operations += 1;
     }
@@ -51,6 +54,16 @@ async fn operations_errors_and_ejections_are_counted() {
     if cache.get_multi(&keys).await.is_err() {
         failed += 1;
     }
+    operations += 1;
+    // Refused before any I/O: still one operation and one error each.
+    let huge = vec![0u8; 2 * 1024 * 1024];
+    assert!(cache.set("metrics:huge", &huge, 0).await.is_err());
+    assert!(cache.get("bad key").await.is_err());
+    (operations, failed) = (operations + 2, failed + 2);
+    // Dropped by its caller midway: counted when it started (a key of the
+    // live server: no error either way).
+    let live_key = on_the_live_server.expect("keys hash to the live server");
+    let _ = tokio::time::timeout(Duration::ZERO, cache.get(&live_key)).await;
     operations += 1;
     assert!(failed >= 2, "some keys hash to the stopped server");
     assert!(failed < operations, "others to the live one");
