@@ -46,9 +46,11 @@ pub enum Error {
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// No ZooKeeper session could be established.
-    #[error("cannot connect to ZooKeeper at {address}: {reason}")]
+    /// No ZooKeeper session (or etcd connection) could be established.
+    #[error("cannot connect to {store} at {address}: {reason}")]
     Connect {
+        /// "ZooKeeper" or "etcd".
+        store: &'static str,
         /// The connect string that was tried.
         address: String,
         /// The last failure seen, in words (with what a TLS handshake
@@ -83,6 +85,16 @@ pub enum Error {
         #[source]
         source: zookeeper_client::Error,
     },
+    /// etcd refused an operation, or it failed on the way.
+    #[error("etcd {operation} on {key} failed: {reason}")]
+    Etcd {
+        /// The operation ("get", "put", "lease grant", ...).
+        operation: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// What etcd or the connection said.
+        reason: String,
+    },
     /// The client (and its session) has been closed.
     #[error("the serversets client is closed")]
     Closed,
@@ -94,6 +106,17 @@ impl Error {
             operation,
             path: path.to_owned(),
             source,
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Error {
+    pub(crate) fn etcd(operation: &'static str, key: &str, source: &etcd_client::Error) -> Self {
+        Error::Etcd {
+            operation,
+            key: key.to_owned(),
+            reason: source.to_string(),
         }
     }
 }

@@ -55,32 +55,41 @@
 
 #![warn(missing_docs)]
 
+mod backend;
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod format;
 pub mod metrics;
 mod set;
 mod zk;
 
+pub use backend::{Backend, ETCD_SCHEME};
 pub use error::{Error, Result};
+#[cfg(feature = "etcd")]
+pub use etcd::client::{
+    EtcdClient, EtcdClientBuilder, DEFAULT_ETCD_CONNECT_TIMEOUT, DEFAULT_ETCD_REQUEST_TIMEOUT,
+};
 pub use format::acl::NodeAcl;
 pub use format::destination::Destination;
 pub use format::endpoint::Endpoint;
 pub use format::member::{member_sequence, Member, Status, MEMBER_PREFIX, VECTOR_PREFIX};
 pub use format::path::{Environment, ServerSetPath, DISCOVERY_ROOT};
 pub use format::selection::Selection;
-pub use format::{codec, vector};
+pub use format::{codec, naming, vector};
 pub use set::fixed::{FixedEndpoint, FixedSet};
+pub use set::health::{Health, HealthWatcher};
 pub use set::leader::Leaders;
 pub use set::options::WatchOptions;
 pub use set::publisher::{Changes, Publisher};
+pub use set::registration::Registration;
 pub use set::snapshot::{Change, Entry, Snapshot};
 pub use set::source::Source;
+pub use set::watch::{Watch, WatchEngine, WatchStats};
 pub use set::{accrual, fixed};
 pub use zk::client::{
     Client, ClientBuilder, RawChild, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
 };
-pub use zk::health::{Health, HealthWatcher};
-pub use zk::registration::{RegisterOptions, Registration};
+pub use zk::registration::{RegisterOptions, DEFAULT_TTL};
 #[cfg(feature = "tls")]
 pub use zk::tls::Tls;
-pub use zk::watch::{Watch, WatchEngine, WatchStats};

@@ -54,6 +54,8 @@
 //! | [`ZK_READS`] `serversets_zk_reads_total` | counter | `path` | nodes read (members and weight vectors), however batched; as [`WatchStats::reads`](crate::WatchStats::reads) |
 //! | [`ZK_LISTING_SECONDS`] `serversets_zk_listing_seconds` | histogram | `path` | latency of one listing request, in seconds |
 //! | [`ZK_READ_SECONDS`] `serversets_zk_read_seconds` | histogram | `path` | latency of one read request, in seconds: a multi-read of up to 500 nodes, or a single get |
+//! | [`ETCD_GETS`] `serversets_etcd_gets_total` | counter | `path` | etcd prefix gets of a watch (initial load, one per resync) |
+//! | [`ETCD_GET_SECONDS`] `serversets_etcd_get_seconds` | histogram | `path` | latency of one etcd prefix get, in seconds |
 //!
 //! # Registrations
 //!
@@ -101,6 +103,11 @@ pub const ZK_READS: &str = "serversets_zk_reads_total";
 pub const ZK_LISTING_SECONDS: &str = "serversets_zk_listing_seconds";
 /// Histogram: seconds per read request (multi-read or get). Label `path`.
 pub const ZK_READ_SECONDS: &str = "serversets_zk_read_seconds";
+/// Counter: etcd prefix gets by watches (initial load, resyncs). Label
+/// `path`.
+pub const ETCD_GETS: &str = "serversets_etcd_gets_total";
+/// Histogram: seconds per etcd prefix get. Label `path`.
+pub const ETCD_GET_SECONDS: &str = "serversets_etcd_get_seconds";
 /// Counter: member znodes created by registrations. Label `path`.
 pub const REGISTRATIONS_CREATED: &str = "serversets_registrations_created_total";
 /// Counter: member znodes created again by a registration. Label `path`.
@@ -180,6 +187,12 @@ pub fn describe() {
         Unit::Seconds,
         "Latency of one read request (multi-read or get) of a watch"
     );
+    describe_counter!(ETCD_GETS, "etcd prefix gets by watches");
+    describe_histogram!(
+        ETCD_GET_SECONDS,
+        Unit::Seconds,
+        "Latency of one etcd prefix get of a watch"
+    );
     describe_counter!(
         REGISTRATIONS_CREATED,
         "Member znodes created by registrations"
@@ -245,21 +258,35 @@ impl ViewGauges {
 
 /// What a watch engine asks of ZooKeeper, recorded.
 #[derive(Debug)]
-pub(crate) struct ZkRequests {
+pub(crate) struct StoreRequests {
     pub listings: Counter,
     pub reads: Counter,
     pub listing_seconds: Histogram,
     pub read_seconds: Histogram,
 }
 
-impl ZkRequests {
-    pub(crate) fn new(path: &str) -> Self {
+impl StoreRequests {
+    /// ZooKeeper's listings and reads for the watch of `path`.
+    pub(crate) fn zookeeper(path: &str) -> Self {
         let labels = [(LABEL_PATH, path.to_owned())];
-        ZkRequests {
+        StoreRequests {
             listings: counter!(ZK_LISTINGS, &labels),
             reads: counter!(ZK_READS, &labels),
             listing_seconds: histogram!(ZK_LISTING_SECONDS, &labels),
             read_seconds: histogram!(ZK_READ_SECONDS, &labels),
+        }
+    }
+
+    /// etcd's prefix gets for the watch of `path` (it reads no single
+    /// key).
+    #[cfg(feature = "etcd")]
+    pub(crate) fn etcd(path: &str) -> Self {
+        let labels = [(LABEL_PATH, path.to_owned())];
+        StoreRequests {
+            listings: counter!(ETCD_GETS, &labels),
+            reads: Counter::noop(),
+            listing_seconds: histogram!(ETCD_GET_SECONDS, &labels),
+            read_seconds: Histogram::noop(),
         }
     }
 }

@@ -5,13 +5,13 @@
 //! cargo run --release -p serversets-bench [-- --quick] [--only NAME[,NAME]] [--json PATH]
 //! ```
 //!
-//! It starts its own ZooKeeper (and HTTP servers, memcached servers, and
-//! loopback TCP servers),
+//! It starts its own ZooKeeper (and etcd, HTTP servers, memcached servers,
+//! and loopback TCP servers),
 //! prints a markdown table (measurement, figure, reference, ratio, target,
 //! met) and writes the same rows as JSON (default `target/bench.json`).
 //! `--quick` uses small sizes and few rounds, for a smoke run. Measurements
 //! (for `--only`): `propagation`, `join`, `sessions`, `memory`, `scale`,
-//! `ring`, `http`, `http_faults`, `pool`, `memcache`, `gateway`.
+//! `ring`, `http`, `http_faults`, `pool`, `memcache`, `gateway`, `etcd`.
 //!
 //! References:
 //! - the ZooKeeper floor: `zookeeper-client`'s own create -> child
@@ -35,8 +35,13 @@
 //!   SSE subscribers of one set, 1,000 TTL instances renewed every 5 s for
 //!   5 minutes, `GET /v1/members` of 10,000 members), one `serversets`
 //!   watch in the bench process seeing the same changes, the renewal PUTs
-//!   sustained, and a raw listing of the same set.
+//!   sustained, and a raw listing of the same set;
+//! - for `etcd` (the etcd backend: put and delete → visible at 100 and
+//!   10,000 members, the initial load of 10,000, connections per process),
+//!   a bare `etcd-client` prefix watch seeing the same writes, and a bare
+//!   prefix get.
 
+mod etcd;
 mod gateway;
 mod http;
 mod http_faults;
@@ -56,7 +61,7 @@ use std::time::Instant;
 use support::{BoxError, Row};
 
 /// Every measurement, in the order they run.
-const MEASUREMENTS: [&str; 11] = [
+const MEASUREMENTS: [&str; 12] = [
     "propagation",
     "join",
     "sessions",
@@ -68,10 +73,11 @@ const MEASUREMENTS: [&str; 11] = [
     "pool",
     "memcache",
     "gateway",
+    "etcd",
 ];
 
 /// The order they run in: the hot paths first, the largest sets last.
-const RUN_ORDER: [&str; 11] = [
+const RUN_ORDER: [&str; 12] = [
     "ring",
     "http",
     "http_faults",
@@ -83,6 +89,7 @@ const RUN_ORDER: [&str; 11] = [
     "memory",
     "scale",
     "gateway",
+    "etcd",
 ];
 
 /// The measurements that need ZooKeeper.
@@ -265,6 +272,7 @@ fn run() -> Result<(), BoxError> {
                 }
                 "pool" => pool::run(args.quick).await,
                 "memcache" => memcache::run(args.quick).await,
+                "etcd" => etcd::run(args.quick).await,
                 _ => Err(format!("unknown measurement {name}").into()),
             }
             .map_err(|e| format!("{name}: {e}"))?;

@@ -32,6 +32,9 @@ pub enum DecodeError {
     /// `serviceEndpoint` is missing or malformed.
     #[error("serviceEndpoint: {0}")]
     ServiceEndpoint(&'static str),
+    /// An etcd naming value (`{"Op":0,"Addr":...}`) that is not usable.
+    #[error("{0}")]
+    Naming(String),
 }
 
 /// Encodes a member as Finagle JSON.

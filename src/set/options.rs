@@ -1,6 +1,7 @@
 //! How a watch serves its set: which endpoint of each member, and whether
 //! removals are held back.
 
+use crate::format::naming::Format;
 use crate::format::selection::Selection;
 
 /// How a watch serves its set: which endpoint (a [`Selection`]) and
@@ -19,6 +20,7 @@ use crate::format::selection::Selection;
 pub struct WatchOptions {
     selection: Selection,
     hold_removals: Option<std::time::Duration>,
+    format: Format,
 }
 
 impl WatchOptions {
@@ -40,6 +42,18 @@ impl WatchOptions {
     pub fn hold_removals(mut self, window: std::time::Duration) -> Self {
         self.hold_removals = (!window.is_zero()).then_some(window);
         self
+    }
+
+    /// How members are stored (etcd only; default [`Format::Finagle`]).
+    /// ZooKeeper sets are always in Finagle's format.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The storage format read (etcd only).
+    pub fn stored_as(&self) -> Format {
+        self.format
     }
 
     /// The selection served.

@@ -12,9 +12,11 @@ use crate::format::member::{member_sequence, Member};
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Entry {
-    /// The member's znode name (`member_0000000007`).
+    /// The member's znode name (`member_0000000007`); on etcd, its key
+    /// below the set's prefix.
     pub name: String,
-    /// The sequence number ZooKeeper gave the member, if the name has one.
+    /// The sequence number ZooKeeper gave the member, if the name has one;
+    /// on etcd, the key's create revision.
     pub sequence: Option<u64>,
     /// The selected endpoint (service endpoint or a named one).
     pub endpoint: Endpoint,
@@ -37,6 +39,27 @@ impl Entry {
         Entry {
             name: name.to_owned(),
             sequence: member_sequence(name),
+            endpoint,
+            weight,
+            member,
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Entry {
+    /// An entry whose sequence number is `sequence` whatever its name says
+    /// (etcd: the key's create revision, so the oldest key leads).
+    pub(crate) fn with_sequence(
+        name: &str,
+        sequence: u64,
+        endpoint: Endpoint,
+        weight: f64,
+        member: Arc<Member>,
+    ) -> Self {
+        Entry {
+            name: name.to_owned(),
+            sequence: Some(sequence),
             endpoint,
             weight,
             member,

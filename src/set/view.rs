@@ -29,6 +29,15 @@ pub(crate) trait Members {
 
     /// Every cached member's name, in no particular order.
     fn names(&self) -> Vec<&str>;
+
+    /// The sequence number of the entry last published for the member
+    /// named `name`, if any: where a view finds it among its served
+    /// entries. ZooKeeper's is in the name; a backend whose names do not
+    /// say it (etcd: the key's create revision) keeps the old one until
+    /// the views have applied the change.
+    fn served_sequence(&self, name: &str) -> Option<u64> {
+        member_sequence(name)
+    }
 }
 
 /// The served entries of one [`WatchOptions`], published, and their
@@ -118,7 +127,7 @@ impl View {
         let selection = self.options.served();
         let (mut added, mut removed) = (Vec::new(), Vec::new());
         for name in touched {
-            let key = (member_sequence(name).unwrap_or(u64::MAX), name);
+            let key = (members.served_sequence(name).unwrap_or(u64::MAX), name);
             let old = self.served.remove(key);
             let new = members.entry(name, selection);
             match (old, new) {

@@ -10,11 +10,12 @@ use crate::format::codec::{self, DecodeError};
 use crate::format::member::{Member, MEMBER_PREFIX};
 use crate::format::path::ServerSetPath;
 use crate::format::selection::Selection;
+use crate::set::health::{Health, HealthWatcher};
 use crate::set::options::WatchOptions;
-use crate::zk::health::{Health, HealthWatcher};
-use crate::zk::registration::{RegisterOptions, Registration};
+use crate::set::registration::Registration;
+use crate::set::watch::{Watch, WatchEngine};
+use crate::zk::registration::RegisterOptions;
 use crate::zk::session::{Config, Session};
-use crate::zk::watch::{Watch, WatchEngine};
 
 /// The default ZooKeeper session timeout.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -216,7 +217,7 @@ impl Client {
         member: Member,
         options: RegisterOptions,
     ) -> Result<Registration> {
-        Registration::start(self.session.clone(), path.clone(), member, options).await
+        crate::zk::registration::start(self.session.clone(), path.clone(), member, options).await
     }
 
     /// Watches the set at `path`, serving each live member's service
@@ -232,7 +233,7 @@ impl Client {
         path: &ServerSetPath,
         options: impl Into<WatchOptions>,
     ) -> Result<Watch> {
-        Watch::start(self.session.clone(), path.clone(), options.into()).await
+        crate::zk::watch::start(self.session.clone(), path.clone(), options.into()).await
     }
 
     /// Reads every child of `path` as it is, for diagnosis (the CLI's

@@ -19,7 +19,7 @@ use zookeeper_client as zk;
 
 use crate::error::{Error, Result};
 use crate::metrics::SessionEvents;
-use crate::zk::health::Health;
+use crate::set::health::Health;
 
 /// How a client connects (see [`ClientBuilder`](crate::ClientBuilder)).
 #[derive(Clone)]
@@ -29,7 +29,7 @@ pub(crate) struct Config {
     pub connect_timeout: Duration,
     pub digest: Option<String>,
     /// How watches learn of changes.
-    pub watch_engine: crate::zk::watch::WatchEngine,
+    pub watch_engine: crate::set::watch::WatchEngine,
     /// TLS settings: the connect string's hosts use TLS unless `tcp://`.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::zk::tls::TlsConfig>,
@@ -83,7 +83,7 @@ pub(crate) struct Shared {
     /// recovering an uncertain create never adopts a sibling's node.
     pub claimed: Mutex<HashSet<String>>,
     /// The running watch engines, by set path.
-    pub watches: crate::zk::watch::engine::Registry,
+    pub watches: std::sync::Arc<crate::set::watch::hub::Registry>,
     /// The session's transitions, counted.
     events: SessionEvents,
 }
@@ -113,7 +113,7 @@ impl Session {
             close: Notify::new(),
             done: watch::channel(false).0,
             claimed: Mutex::new(HashSet::new()),
-            watches: Mutex::default(),
+            watches: Default::default(),
             events: SessionEvents::new(),
         });
         shared.events.connected.increment(1);
@@ -184,6 +184,7 @@ async fn connect_until(config: &Config, deadline: Instant) -> Result<zk::Client>
         let pause = backoff.next_delay();
         if Instant::now() + pause >= deadline {
             return Err(Error::Connect {
+                store: "ZooKeeper",
                 address: config.connect.clone(),
                 reason,
                 source,
@@ -218,6 +219,7 @@ async fn connect_once(config: &Config, resume: Option<&zk::SessionInfo>) -> Resu
             Err(e) => match connect_error(config, e) {
                 // zookeeper-client does not say why TLS failed: find out.
                 Error::Connect {
+                    store: "ZooKeeper",
                     address,
                     reason,
                     source,
@@ -227,6 +229,7 @@ async fn connect_once(config: &Config, resume: Option<&zk::SessionInfo>) -> Resu
                         None => reason,
                     };
                     Err(Error::Connect {
+                        store: "ZooKeeper",
                         address,
                         reason,
                         source,
@@ -252,6 +255,7 @@ fn connect_error(config: &Config, e: zk::Error) -> Error {
             address: config.connect.clone(),
         },
         other => Error::Connect {
+            store: "ZooKeeper",
             address: config.connect.clone(),
             reason: other.to_string(),
             source: Some(other),

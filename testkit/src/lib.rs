@@ -9,6 +9,8 @@
 //!   package, launched directly with `java`), optionally with a TLS client
 //!   port ([`ZooKeeper::start_tls`], certificates from [`TestCerts`]).
 //! * [`Ensemble`]: N ZooKeeper servers forming a quorum on loopback.
+//! * [`Etcd`]: one etcd server (Debian's `etcd-server`, a single-node
+//!   cluster), with `etcdctl` helpers to seed and inspect its keys.
 //! * [`Memcached`]: one memcached server, with direct text-protocol helpers
 //!   to seed and inspect its contents.
 //! * [`HttpServer`]: a tiny in-process HTTP/1.1 server (keep-alive, `/echo`,
@@ -17,7 +19,8 @@
 //! * [`Browser`]: chromedriver driving headless Chromium (Debian's
 //!   `chromium` and `chromium-driver`), for tests of web pages.
 //! * [`ensure_installed`]: install missing Debian packages with `apt-get`.
-//! * [`free_port`], [`free_ports`], [`dead_endpoint`], [`four_letter_word`]:
+//! * [`free_port`], [`free_ports`], [`dead_endpoint`], [`four_letter_word`],
+//!   [`connections_to`]:
 //!   small network helpers.
 //!
 //! ```no_run
@@ -34,6 +37,7 @@
 
 mod browser;
 mod ensemble;
+mod etcd;
 mod http;
 mod install;
 mod memcached;
@@ -45,10 +49,11 @@ mod zookeeper;
 
 pub use browser::Browser;
 pub use ensemble::Ensemble;
+pub use etcd::Etcd;
 pub use http::HttpServer;
 pub use install::ensure_installed;
 pub use memcached::Memcached;
-pub use net::{dead_endpoint, four_letter_word, free_port, free_ports};
+pub use net::{connections_to, dead_endpoint, four_letter_word, free_port, free_ports};
 pub use proxy::Proxy;
 pub use tls::{ClientAuth, TestCerts};
 pub use zookeeper::ZooKeeper;

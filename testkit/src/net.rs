@@ -125,3 +125,36 @@ pub(crate) fn on_a_free_port<T>(
     Err(last_error
         .unwrap_or_else(|| io::Error::other(format!("no attempt to start {what} was made"))))
 }
+
+/// How many established TCP connections (IPv4, from `/proc/net/tcp`) this
+/// process has to `port` on any address: to check that a client keeps one
+/// connection per server.
+pub fn connections_to(port: u16) -> io::Result<usize> {
+    let mut ours = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(link) = std::fs::read_link(entry?.path()) else {
+            continue; // closed meanwhile
+        };
+        let link = link.to_string_lossy();
+        if let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            ours.insert(inode.to_owned());
+        }
+    }
+    let remote = format!(":{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // remote address, state (01 = ESTABLISHED), inode
+            fields.len() > 9
+                && fields[2].ends_with(&remote)
+                && fields[3] == "01"
+                && ours.contains(fields[9])
+        })
+        .count())
+}

@@ -11,7 +11,7 @@ use super::RegisterOptions;
 use crate::error::{Error, Result};
 use crate::format::path::ServerSetPath;
 use crate::metrics::Creations;
-use crate::zk::health::Health;
+use crate::set::health::Health;
 use crate::zk::session::{connected, Backoff, Session};
 
 /// Where one round of decisions stopped.

@@ -19,19 +19,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 use tracing::{info_span, Instrument};
 
 use crate::error::{Error, Result};
 use crate::format::acl::NodeAcl;
 use crate::format::codec;
 use crate::format::member::Member;
+use crate::format::naming::Format;
 use crate::format::path::ServerSetPath;
+use crate::set::registration::Registration;
 use crate::zk::session::Session;
 use driver::Registrar;
 
-type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
-type HealthCheck = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+pub(crate) type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+pub(crate) type HealthCheck = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 
 /// Options for [`Client::register_with`](crate::Client::register_with).
 ///
@@ -45,11 +46,16 @@ type HealthCheck = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct RegisterOptions {
-    health_check: Option<HealthCheck>,
-    interval: Duration,
+    pub(crate) health_check: Option<HealthCheck>,
+    pub(crate) interval: Duration,
     acl: NodeAcl,
     path_acl: NodeAcl,
+    pub(crate) ttl: Duration,
+    pub(crate) format: Format,
 }
+
+/// The lease TTL of etcd registrations by default.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 impl Default for RegisterOptions {
     fn default() -> Self {
@@ -58,6 +64,8 @@ impl Default for RegisterOptions {
             interval: Duration::from_secs(1),
             acl: NodeAcl::open(),
             path_acl: NodeAcl::open(),
+            ttl: DEFAULT_TTL,
+            format: Format::Finagle,
         }
     }
 }
@@ -69,6 +77,8 @@ impl std::fmt::Debug for RegisterOptions {
             .field("interval", &self.interval)
             .field("acl", &self.acl)
             .field("path_acl", &self.path_acl)
+            .field("ttl", &self.ttl)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -102,6 +112,22 @@ impl RegisterOptions {
         self
     }
 
+    /// The lease TTL of an etcd registration (default 10 s; etcd takes
+    /// whole seconds, at least 1, at most 3600 here): how long the member
+    /// outlives this process or its connection. ZooKeeper registrations
+    /// live as long as the session instead.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How an etcd registration stores the member (default
+    /// [`Format::Finagle`]); ZooKeeper members are always Finagle's JSON.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
     /// The ACL of set-path znodes this registration has to create (default
     /// [`NodeAcl::open`]); existing ones are left as they are.
     pub fn path_acl(mut self, acl: NodeAcl) -> Self {
@@ -110,107 +136,37 @@ impl RegisterOptions {
     }
 }
 
-/// A live registration. Dropping it deletes the member in the background;
-/// [`Registration::close`] deletes it and waits.
-#[derive(Debug)]
-pub struct Registration {
+/// Starts the registration task of `member` in `path` and waits for its
+/// first creation.
+pub(crate) async fn start(
+    session: Session,
     path: ServerSetPath,
-    close_wait: Duration,
-    znode: watch::Receiver<Option<String>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Registration {
-    pub(crate) async fn start(
-        session: Session,
-        path: ServerSetPath,
-        member: Member,
-        options: RegisterOptions,
-    ) -> Result<Registration> {
-        if options.interval.is_zero() {
-            return Err(Error::InvalidConfig(
-                "health check interval must be above zero".into(),
-            ));
-        }
-        if options.acl.entries().is_empty() || options.path_acl.entries().is_empty() {
-            return Err(Error::InvalidConfig(
-                "an ACL must have at least one entry".into(),
-            ));
-        }
-        let (znode_tx, znode) = watch::channel(None);
-        let (stop_tx, stop) = oneshot::channel();
-        let (first_tx, first) = oneshot::channel();
-        let wait = session.shared.config.connect_timeout;
-        let task = Registrar::new(
-            session,
-            path.clone(),
-            codec::encode(&member),
-            options,
-            znode_tx,
-            first_tx,
-        );
-        let span = info_span!("registration", path = %path);
-        let handle = tokio::spawn(task.run(stop).instrument(span));
-        let mut registration = Registration {
-            path,
-            close_wait: wait,
-            znode,
-            stop: Some(stop_tx),
-            task: Some(handle),
-        };
-        match tokio::time::timeout(wait, first).await {
-            Ok(Ok(Ok(()))) => Ok(registration),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => {
-                registration.stop_task();
-                Err(Error::Timeout {
-                    what: format!("registration in {}", registration.path),
-                    after: wait,
-                })
-            }
-        }
+    member: Member,
+    options: RegisterOptions,
+) -> Result<Registration> {
+    if options.interval.is_zero() {
+        return Err(Error::InvalidConfig(
+            "health check interval must be above zero".into(),
+        ));
     }
-
-    /// The full path of the member znode, while one exists (`None` while a
-    /// health check fails or between sessions).
-    pub fn znode(&self) -> Option<String> {
-        self.znode.borrow().clone()
+    if options.acl.entries().is_empty() || options.path_acl.entries().is_empty() {
+        return Err(Error::InvalidConfig(
+            "an ACL must have at least one entry".into(),
+        ));
     }
-
-    /// The serverset path this member is registered in.
-    pub fn path(&self) -> &ServerSetPath {
-        &self.path
-    }
-
-    /// Waits until the member znode changes (re-created, deleted) and
-    /// returns the new one.
-    pub async fn changed(&mut self) -> Option<String> {
-        self.znode.changed().await.ok()?;
-        self.znode()
-    }
-
-    /// Deletes the member and waits until it is gone, at most the
-    /// client's connect timeout. If ZooKeeper cannot be reached meanwhile,
-    /// the deletion goes on in the background until it succeeds, the
-    /// session ends (taking the member with it) or the client is closed.
-    pub async fn close(mut self) {
-        self.stop_task();
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(self.close_wait, task).await;
-        }
-    }
-
-    fn stop_task(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.stop_task();
-    }
+    let (znode_tx, znode) = watch::channel(None);
+    let (stop_tx, stop) = oneshot::channel();
+    let (first_tx, first) = oneshot::channel();
+    let wait = session.shared.config.connect_timeout;
+    let task = Registrar::new(
+        session,
+        path.clone(),
+        codec::encode(&member),
+        options,
+        znode_tx,
+        first_tx,
+    );
+    let span = info_span!("registration", path = %path);
+    let handle = tokio::spawn(task.run(stop).instrument(span));
+    Registration::started(path, wait, znode, stop_tx, handle, first).await
 }

@@ -11,84 +11,27 @@
 //! [`persistent`]: super::persistent
 //! [`oneshot`]: super::oneshot
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, info_span, warn, Instrument};
 use zookeeper_client as zk;
 
 use crate::format::member::VECTOR_PREFIX;
 use crate::format::path::ServerSetPath;
-use crate::metrics::ViewGauges;
+use crate::set::health::Health;
 use crate::set::options::WatchOptions;
-use crate::set::publisher::Publisher;
-use crate::set::view::View;
-use crate::zk::health::Health;
+pub(crate) use crate::set::watch::hub::Flow;
+use crate::set::watch::hub::{Command, Hub};
+use crate::set::watch::stats::Counters;
+use crate::set::watch::{Inner, WatchEngine};
 use crate::zk::session::{Backoff, Session, SessionView};
 use crate::zk::watch::machine::{Input, Machine, Ticket};
 use crate::zk::watch::read;
-use crate::zk::watch::stats::Counters;
-use crate::zk::watch::{Inner, WatchEngine};
 
-/// Running engines by set path, per client.
-pub(crate) type Registry = Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>;
-
-/// What watch handles ask of their engine.
-pub(crate) enum Command {
-    /// A new watch with these options; the reply is its handle, sent once
-    /// the set is loaded.
-    Subscribe {
-        options: WatchOptions,
-        reply: oneshot::Sender<Arc<Inner>>,
-    },
-    /// The last handle of this view is gone.
-    Release(u64),
-}
-
-/// What every handle of an engine reads.
-#[derive(Debug)]
-pub(crate) struct Status {
-    pub health: watch::Receiver<Health>,
-    pub counters: Arc<Counters>,
-    kind: AtomicU8,
-}
-
-impl Status {
-    /// The driver in use.
-    pub(crate) fn kind(&self) -> WatchEngine {
-        match self.kind.load(Ordering::Relaxed) {
-            0 => WatchEngine::Persistent,
-            _ => WatchEngine::OneShot,
-        }
-    }
-
-    fn set_kind(&self, kind: WatchEngine) {
-        let value = match kind {
-            WatchEngine::Persistent => 0,
-            WatchEngine::OneShot => 1,
-        };
-        self.kind.store(value, Ordering::Relaxed);
-    }
-}
-
-/// One view and its handles.
-struct Slot {
-    id: u64,
-    view: View,
-    handle: Weak<Inner>,
-}
-
-/// Whether the engine goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flow {
-    Continue,
-    Stop,
-}
+pub(crate) use crate::set::watch::hub::sleep_until;
 
 /// How a driver ended.
 pub(crate) enum Ended {
@@ -103,19 +46,13 @@ pub(crate) struct Engine {
     pub session: Session,
     pub path: ServerSetPath,
     pub machine: Machine,
-    pub commands: mpsc::UnboundedReceiver<Command>,
     pub counters: Arc<Counters>,
     /// Read weight vectors with a data watch (the one-shot engine).
     pub watch_vectors: bool,
     /// Data watches set by reads of weight vectors, for the driver to take.
     pub vector_watchers: Vec<(String, zk::OneshotWatcher)>,
-    sender: mpsc::UnboundedSender<Command>,
-    views: Vec<Slot>,
-    waiting: Vec<(WatchOptions, oneshot::Sender<Arc<Inner>>)>,
-    loaded: bool,
-    next_id: u64,
-    health: watch::Sender<Health>,
-    status: Arc<Status>,
+    /// The views and handles.
+    pub hub: Hub,
 }
 
 impl Engine {
@@ -125,143 +62,34 @@ impl Engine {
         path: &ServerSetPath,
         options: WatchOptions,
     ) -> oneshot::Receiver<Arc<Inner>> {
-        let (reply, handle) = oneshot::channel();
-        let mut command = Command::Subscribe { options, reply };
-        let Ok(mut registry) = session.shared.watches.lock() else {
-            // A poisoned registry: the reply is dropped, start() says Closed.
-            return handle;
-        };
-        if let Some(sender) = registry.get(path.as_str()) {
-            match sender.send(command) {
-                Ok(()) => return handle,
-                Err(mpsc::error::SendError(unsent)) => command = unsent,
-            }
-        }
-        let (sender, commands) = mpsc::unbounded_channel();
-        // Cannot fail: the receiver is right here.
-        let _ = sender.send(command);
-        registry.insert(path.as_str().to_owned(), sender.clone());
-        let engine = Engine::new(session.clone(), path.clone(), sender, commands);
-        let span = info_span!("watch", path = %path);
-        tokio::spawn(run(engine).instrument(span));
-        handle
-    }
-
-    fn new(
-        session: Session,
-        path: ServerSetPath,
-        sender: mpsc::UnboundedSender<Command>,
-        commands: mpsc::UnboundedReceiver<Command>,
-    ) -> Self {
-        let (health, health_rx) = watch::channel(Health::Disconnected);
-        let counters = Arc::new(Counters::for_path(path.as_str()));
-        let status = Arc::new(Status {
-            health: health_rx,
-            counters: Arc::clone(&counters),
-            kind: AtomicU8::new(0),
-        });
-        status.set_kind(session.shared.config.watch_engine);
-        Engine {
-            machine: Machine::new(path.clone()),
-            session,
+        let kind = session.shared.config.watch_engine;
+        let counters = Counters::for_zookeeper(path.as_str());
+        Hub::subscribe(
+            &session.shared.watches,
+            path.as_str().to_owned(),
             path,
-            commands,
+            options,
+            kind,
             counters,
-            watch_vectors: false,
-            vector_watchers: Vec::new(),
-            sender,
-            views: Vec::new(),
-            waiting: Vec::new(),
-            loaded: false,
-            next_id: 0,
-            health,
-            status,
-        }
+            |hub| {
+                let engine = Engine {
+                    machine: Machine::new(path.clone()),
+                    session: session.clone(),
+                    path: path.clone(),
+                    counters: Arc::clone(hub.counters()),
+                    watch_vectors: false,
+                    vector_watchers: Vec::new(),
+                    hub,
+                };
+                let span = info_span!("watch", path = %path);
+                tokio::spawn(run(engine).instrument(span));
+            },
+        )
     }
 
     /// Handles one command from the watches' handles.
     pub(crate) fn command(&mut self, command: Command) -> Flow {
-        match command {
-            Command::Subscribe { options, reply } => self.add(options, reply),
-            Command::Release(id) => {
-                // The view's gauges go to 0 as it drops; a view left that
-                // shares its labels (other options, same selection) sets
-                // them again.
-                self.views.retain(|slot| slot.id != id);
-                let connected = *self.health.borrow() == Health::Connected;
-                for slot in &self.views {
-                    slot.view.record();
-                    slot.view.record_health(connected);
-                }
-                if self.views.is_empty() && self.waiting.is_empty() {
-                    return self.stop_if_unused();
-                }
-            }
-        }
-        Flow::Continue
-    }
-
-    /// Stops if no handle is left and none is on its way: decided under
-    /// the registry's lock, which every subscription holds while sending.
-    fn stop_if_unused(&mut self) -> Flow {
-        let registry = Arc::clone(&self.session.shared);
-        let Ok(mut registry) = registry.watches.lock() else {
-            return Flow::Continue;
-        };
-        while let Ok(command) = self.commands.try_recv() {
-            if let Command::Subscribe { options, reply } = command {
-                self.add(options, reply);
-            }
-        }
-        if !self.views.is_empty() || !self.waiting.is_empty() {
-            return Flow::Continue;
-        }
-        if registry
-            .get(self.path.as_str())
-            .is_some_and(|s| s.same_channel(&self.sender))
-        {
-            registry.remove(self.path.as_str());
-        }
-        debug!(path = %self.path, "no watch left; engine stopped");
-        Flow::Stop
-    }
-
-    fn add(&mut self, options: WatchOptions, reply: oneshot::Sender<Arc<Inner>>) {
-        if let Some(inner) = self
-            .views
-            .iter()
-            .filter(|slot| slot.view.options() == &options)
-            .find_map(|slot| slot.handle.upgrade())
-        {
-            let _ = reply.send(inner);
-            return;
-        }
-        if !self.loaded {
-            self.waiting.push((options, reply));
-            return;
-        }
-        self.next_id += 1;
-        let id = self.next_id;
-        let publisher = Arc::new(Publisher::new());
-        let gauges = ViewGauges::new(self.path.as_str(), options.served());
-        let mut view = View::new(options.clone(), Arc::clone(&publisher)).with_gauges(gauges);
-        view.rebuild(self.machine.cache(), Instant::now());
-        view.record_health(*self.health.borrow() == Health::Connected);
-        let inner = Arc::new(Inner {
-            path: self.path.clone(),
-            options,
-            publisher,
-            status: Arc::clone(&self.status),
-            id,
-            commands: self.sender.clone(),
-        });
-        self.views.push(Slot {
-            id,
-            view,
-            handle: Arc::downgrade(&inner),
-        });
-        // A caller that gave up drops it: its release follows.
-        let _ = reply.send(inner);
+        self.hub.command(command, self.machine.cache())
     }
 
     /// Feeds one input to the machine.
@@ -273,16 +101,13 @@ impl Engine {
     /// returns the reads to issue and whether to list again.
     pub(crate) fn flush(&mut self) -> (Vec<(String, Ticket)>, bool) {
         let actions = self.machine.take_actions();
-        if self.loaded && actions.changed() {
-            let now = Instant::now();
+        if actions.changed() {
             let cache = self.machine.cache();
-            for slot in &mut self.views {
-                if actions.reweigh {
-                    slot.view.rebuild(cache, now);
-                } else {
-                    slot.view
-                        .apply(actions.touched.iter().map(String::as_str), cache, now);
-                }
+            if actions.reweigh {
+                self.hub.rebuild(cache);
+            } else {
+                self.hub
+                    .apply(actions.touched.iter().map(String::as_str), cache);
             }
         }
         (actions.reads, actions.relist)
@@ -291,17 +116,7 @@ impl Engine {
     /// The set is in sync: publish it to views waiting for their first
     /// load, and say so.
     pub(crate) fn synced(&mut self) {
-        if !self.loaded {
-            self.loaded = true;
-            let now = Instant::now();
-            for slot in &mut self.views {
-                slot.view.rebuild(self.machine.cache(), now);
-            }
-            for (options, reply) in std::mem::take(&mut self.waiting) {
-                self.add(options, reply);
-            }
-        }
-        self.set_health(Health::Connected);
+        self.hub.synced(self.machine.cache());
     }
 
     /// Lists the set once with `listing` (a plain listing, or one that
@@ -374,34 +189,19 @@ impl Engine {
         }
     }
 
-    /// Follows the session's health while not in sync.
+    /// Says how the set stands with ZooKeeper.
     pub(crate) fn set_health(&self, health: Health) {
-        let changed = self.health.send_if_modified(|h| {
-            let changed = *h != health;
-            *h = health;
-            changed
-        });
-        if changed {
-            for slot in &self.views {
-                slot.view.record_health(health == Health::Connected);
-            }
-        }
+        self.hub.set_health(health);
     }
 
     /// When held-back removals are next due.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.views
-            .iter()
-            .filter_map(|slot| slot.view.next_deadline())
-            .min()
+    pub(crate) fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.hub.next_deadline()
     }
 
     /// Publishes held-back removals that are due.
     pub(crate) fn expire(&mut self) {
-        let now = Instant::now();
-        for slot in &mut self.views {
-            slot.view.expire(now);
-        }
+        self.hub.expire();
     }
 
     /// Waits for a connected session, handling commands and held-back
@@ -423,7 +223,7 @@ impl Engine {
             let deadline = self.next_deadline();
             tokio::select! {
                 changed = views.changed() => if changed.is_err() { return None },
-                Some(command) = self.commands.recv() => {
+                Some(command) = self.hub.commands.recv() => {
                     if self.command(command) == Flow::Stop {
                         return None;
                     }
@@ -451,7 +251,7 @@ impl Engine {
                 changed = views.changed() => {
                     return if changed.is_err() { Flow::Stop } else { Flow::Continue };
                 }
-                Some(command) = self.commands.recv() => {
+                Some(command) = self.hub.commands.recv() => {
                     if self.command(command) == Flow::Stop {
                         return Flow::Stop;
                     }
@@ -459,51 +259,21 @@ impl Engine {
             }
         }
     }
-
-    /// Closes every view's stream: the engine is gone.
-    fn finish(&mut self) {
-        for slot in &self.views {
-            slot.view.publisher().close();
-        }
-        if let Ok(mut registry) = self.session.shared.watches.lock() {
-            if registry
-                .get(self.path.as_str())
-                .is_some_and(|s| s.same_channel(&self.sender))
-            {
-                registry.remove(self.path.as_str());
-            }
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.set_health(Health::Closed);
-        self.finish();
-    }
-}
-
-/// Sleeps until `deadline`, or forever.
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The engine task.
 async fn run(mut engine: Engine) {
-    let mut kind = engine.status.kind();
+    let mut kind = engine.hub.status().kind();
     loop {
         let ended = match kind {
             WatchEngine::Persistent => super::persistent::run(&mut engine).await,
-            WatchEngine::OneShot => super::oneshot::run(&mut engine).await,
+            WatchEngine::OneShot | WatchEngine::Etcd => super::oneshot::run(&mut engine).await,
         };
         match ended {
             Ended::Fallback => {
                 warn!(path = %engine.path, "the server refuses persistent watches (ZooKeeper before 3.6): using one-shot watches");
                 kind = WatchEngine::OneShot;
-                engine.status.set_kind(kind);
+                engine.hub.status().set_kind(kind);
             }
             Ended::Stop => return,
         }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracing::debug;
 use zookeeper_client as zk;
 
-use crate::zk::health::Health;
+use crate::set::health::Health;
 use crate::zk::session::{Backoff, SessionView};
 use crate::zk::watch::engine::{sleep_until, Ended, Engine, Flow};
 use crate::zk::watch::machine::Input;
@@ -135,7 +135,7 @@ async fn wait(
         let deadline = engine.next_deadline();
         tokio::select! {
             _ = sleep_until(deadline) => engine.expire(),
-            Some(command) = engine.commands.recv() => {
+            Some(command) = engine.hub.commands.recv() => {
                 if engine.command(command) == Flow::Stop {
                     return Wake::Stop;
                 }

@@ -17,8 +17,8 @@ use futures::{FutureExt, StreamExt};
 use zookeeper_client as zk;
 
 use crate::format::path::ServerSetPath;
+use crate::set::watch::stats::Counters;
 use crate::zk::watch::machine::{Input, Read, Ticket};
-use crate::zk::watch::stats::Counters;
 
 /// How many reads one multi-read request carries.
 const MULTI_READ_CHUNK: usize = 500;

@@ -1,9 +1,9 @@
-//! What a watch costs ZooKeeper, counted.
+//! What a watch costs its backend, counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::metrics::ZkRequests;
+use crate::metrics::StoreRequests;
 
 /// Requests and events of the engine behind a [`Watch`](crate::Watch),
 /// since it started (watches of the same path through one client share an
@@ -19,11 +19,13 @@ use crate::metrics::ZkRequests;
 #[non_exhaustive]
 pub struct WatchStats {
     /// Children listings of the set path (the initial load, one per
-    /// reconnection, and with the one-shot engine one per change).
+    /// reconnection, and with the one-shot engine one per change); on
+    /// etcd, prefix gets (the initial load and one per resync).
     pub listings: u64,
-    /// Nodes read (members and weight vectors), however they were batched.
+    /// Nodes read (members and weight vectors), however they were
+    /// batched; always 0 on etcd (a get returns the values).
     pub reads: u64,
-    /// Watch events received from ZooKeeper.
+    /// Watch events received from the backend.
     pub events: u64,
 }
 
@@ -34,17 +36,28 @@ pub(crate) struct Counters {
     listings: AtomicU64,
     reads: AtomicU64,
     events: AtomicU64,
-    metrics: ZkRequests,
+    metrics: StoreRequests,
 }
 
 impl Counters {
-    /// Counters that also record the metrics of the watch of `path`.
-    pub(crate) fn for_path(path: &str) -> Self {
+    /// Counters that also record the ZooKeeper metrics of the watch of
+    /// `path`.
+    pub(crate) fn for_zookeeper(path: &str) -> Self {
+        Counters::recording(StoreRequests::zookeeper(path))
+    }
+
+    /// Counters that also record the etcd metrics of the watch of `path`.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn for_etcd(path: &str) -> Self {
+        Counters::recording(StoreRequests::etcd(path))
+    }
+
+    fn recording(metrics: StoreRequests) -> Self {
         Counters {
             listings: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             events: AtomicU64::new(0),
-            metrics: ZkRequests::new(path),
+            metrics,
         }
     }
 

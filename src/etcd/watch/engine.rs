@@ -1,0 +1,232 @@
+//! The task behind every watch of one prefix (and format) through one
+//! etcd client: loads the set, follows the watch stream, resyncs when the
+//! stream breaks or is compacted, and feeds the hub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::EventType;
+use tokio::sync::oneshot;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::etcd::client::Shared;
+use crate::etcd::watch::get_all;
+use crate::etcd::watch::machine::{Input, Kv, Machine};
+use crate::format::path::ServerSetPath;
+use crate::set::health::Health;
+use crate::set::options::WatchOptions;
+use crate::set::watch::hub::{sleep_until, Flow, Hub};
+use crate::set::watch::stats::Counters;
+use crate::set::watch::{Inner, WatchEngine};
+
+/// Finds the engine of `path` in this format or starts one, and
+/// subscribes to it.
+pub(crate) fn subscribe(
+    shared: &Arc<Shared>,
+    path: &ServerSetPath,
+    options: WatchOptions,
+) -> oneshot::Receiver<Arc<Inner>> {
+    let format = options.stored_as();
+    let key = format!("{format} {path}");
+    let counters = Counters::for_etcd(path.as_str());
+    Hub::subscribe(
+        &shared.watches,
+        key,
+        path,
+        options,
+        WatchEngine::Etcd,
+        counters,
+        |hub| {
+            let engine = Engine {
+                shared: Arc::clone(shared),
+                machine: Machine::new(path.as_str(), format),
+                hub,
+            };
+            let span = info_span!("watch", path = %path, %format);
+            tokio::spawn(engine.run().instrument(span));
+        },
+    )
+}
+
+/// Waits between failed attempts: from 100 ms, doubling, up to 2 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.0 = Duration::from_millis(100);
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(2));
+        delay
+    }
+}
+
+struct Engine {
+    shared: Arc<Shared>,
+    machine: Machine,
+    hub: Hub,
+}
+
+/// Why a watch stream ended.
+enum Ended {
+    /// Resync: the stream broke, was cancelled or compacted.
+    Resync(String),
+    /// No watch is left, or the client is closed.
+    Stop,
+}
+
+impl Engine {
+    async fn run(mut self) {
+        let mut closed = self.shared.closed.subscribe();
+        let mut backoff = Backoff(Duration::ZERO);
+        backoff.reset();
+        loop {
+            if *closed.borrow() {
+                return;
+            }
+            match self.load().await {
+                Ok(()) => {
+                    backoff.reset();
+                    match self.follow(&mut closed).await {
+                        Ended::Stop => return,
+                        Ended::Resync(why) => {
+                            warn!(prefix = self.machine.prefix(), %why, "etcd watch lost; keeping the last set and resyncing");
+                            self.hub.set_health(Health::Disconnected);
+                        }
+                    }
+                }
+                Err(error) => {
+                    warn!(prefix = self.machine.prefix(), %error, "etcd get failed; keeping the last set and retrying");
+                    self.hub.set_health(Health::Disconnected);
+                    if self.pause(backoff.next(), &mut closed).await == Flow::Stop {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A full get, applied (a diff against what is known).
+    async fn load(&mut self) -> crate::Result<()> {
+        let counters = Arc::clone(self.hub.counters());
+        counters.count_listing();
+        let started = std::time::Instant::now();
+        let got = get_all(&self.shared, self.machine.prefix()).await;
+        counters.time_listing(started.elapsed());
+        let (revision, kvs) = got?;
+        debug!(
+            prefix = self.machine.prefix(),
+            keys = kvs.len(),
+            revision,
+            "prefix loaded"
+        );
+        self.machine.handle(Input::Loaded { revision, kvs });
+        self.publish();
+        self.hub.synced(&self.machine);
+        Ok(())
+    }
+
+    /// Publishes what the inputs since the last call changed.
+    fn publish(&mut self) {
+        let touched = self.machine.take_touched();
+        if !touched.is_empty() {
+            self.hub
+                .apply(touched.iter().map(String::as_str), &self.machine);
+        }
+        self.machine.settle();
+    }
+
+    /// Follows the watch stream from the last revision applied, until it
+    /// ends.
+    async fn follow(&mut self, closed: &mut tokio::sync::watch::Receiver<bool>) -> Ended {
+        let prefix = self.machine.prefix().to_owned();
+        let options = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(self.machine.revision() + 1)
+            .with_progress_notify();
+        let mut client = self.shared.etcd.watch_client();
+        let opened = tokio::time::timeout(
+            self.shared.config.request_timeout,
+            client.watch(prefix.clone(), Some(options)),
+        )
+        .await;
+        let mut stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Ended::Resync(format!("watch refused: {e}")),
+            Err(_) => return Ended::Resync("watch not opened in time".into()),
+        };
+        let counters = Arc::clone(self.hub.counters());
+        loop {
+            let deadline = self.hub.next_deadline();
+            tokio::select! {
+                message = stream.message() => {
+                    let response = match message {
+                        Ok(Some(response)) => response,
+                        Ok(None) => return Ended::Resync("the watch stream ended".into()),
+                        Err(e) => return Ended::Resync(format!("the watch stream failed: {e}")),
+                    };
+                    if response.compact_revision() > 0 {
+                        return Ended::Resync(format!(
+                            "revision {} compacted (at {})",
+                            self.machine.revision() + 1,
+                            response.compact_revision()
+                        ));
+                    }
+                    if response.canceled() {
+                        return Ended::Resync(format!("watch cancelled: {}", response.cancel_reason()));
+                    }
+                    for event in response.events() {
+                        counters.count_event();
+                        let Some(kv) = event.kv() else { continue };
+                        let input = match event.event_type() {
+                            EventType::Put => Input::Put(Kv {
+                                key: kv.key().to_vec(),
+                                value: kv.value().to_vec(),
+                                create_revision: kv.create_revision(),
+                                mod_revision: kv.mod_revision(),
+                            }),
+                            EventType::Delete => Input::Deleted {
+                                key: kv.key().to_vec(),
+                                revision: kv.mod_revision(),
+                            },
+                        };
+                        self.machine.handle(input);
+                    }
+                    self.publish();
+                }
+                Some(command) = self.hub.commands.recv() => {
+                    if self.hub.command(command, &self.machine) == Flow::Stop {
+                        return Ended::Stop;
+                    }
+                }
+                _ = sleep_until(deadline) => self.hub.expire(),
+                _ = closed.changed() => return Ended::Stop,
+            }
+        }
+    }
+
+    /// Waits `delay` (out of sync), handling commands and held-back
+    /// removals meanwhile.
+    async fn pause(
+        &mut self,
+        delay: Duration,
+        closed: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Flow {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let deadline = self.hub.next_deadline();
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Flow::Continue,
+                Some(command) = self.hub.commands.recv() => {
+                    if self.hub.command(command, &self.machine) == Flow::Stop {
+                        return Flow::Stop;
+                    }
+                }
+                _ = sleep_until(deadline) => self.hub.expire(),
+                _ = closed.changed() => return Flow::Stop,
+            }
+        }
+    }
+}

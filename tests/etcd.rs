@@ -1,0 +1,526 @@
+//! The etcd backend against a real etcd (Debian's `etcd-server`, started
+//! by the testkit): registrations with leases, watches of both formats,
+//! and the faults a production network produces (restarts shorter and
+//! longer than the TTL, partitions, cut connections, bad values, keys
+//! outside the prefix).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{init_tracing, path, ports, wait_set, within};
+use serversets::naming::Format;
+use serversets::{
+    Endpoint, EtcdClient, Health, Member, RegisterOptions, Snapshot, Watch, WatchEngine,
+    WatchOptions,
+};
+
+fn etcd() -> testkit::Etcd {
+    init_tracing();
+    testkit::Etcd::start().expect("start etcd")
+}
+
+async fn client(endpoints: &str) -> EtcdClient {
+    EtcdClient::builder(endpoints)
+        .request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("connect to etcd")
+}
+
+/// The keys below `prefix/` in etcd, as etcdctl sees them.
+fn keys(etcd: &testkit::Etcd, prefix: &str) -> Vec<String> {
+    etcd.get_prefix(&format!("{prefix}/"))
+        .expect("etcdctl get")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Waits until etcd holds exactly `n` keys below `prefix/`.
+async fn wait_keys(etcd: &testkit::Etcd, prefix: &str, n: usize) -> Vec<String> {
+    within(&format!("{n} keys under {prefix}"), async {
+        loop {
+            let now = keys(etcd, prefix);
+            if now.len() == n {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// The registration's key once it is one other than `old` (`None`: any).
+async fn next_key(registration: &mut serversets::Registration, old: Option<&str>) -> String {
+    loop {
+        if let Some(key) = registration.znode() {
+            if Some(key.as_str()) != old {
+                return key;
+            }
+        }
+        if registration.changed().await.is_none() {
+            // Deleted (or the task ended): look again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn names(snapshot: &Snapshot) -> Vec<String> {
+    snapshot.iter().map(|e| e.name.clone()).collect()
+}
+
+async fn wait_health(watch: &Watch, health: Health) {
+    let mut watcher = watch.health_watcher();
+    let reached = within(&format!("watch health {health}"), watcher.wait_for(health)).await;
+    assert!(reached, "the watch ended before {health}");
+}
+
+#[tokio::test]
+async fn a_registration_is_watched_with_every_field_and_revoked_on_close() {
+    let etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/services/users");
+    let watch = client.watch(&set).await.expect("watch");
+    assert_eq!(watch.engine(), WatchEngine::Etcd);
+    assert!(watch.current().is_empty());
+    let member = Member::new(Endpoint::new("127.0.0.1", 9090))
+        .with_additional("http", Endpoint::new("127.0.0.1", 8080))
+        .with_shard(3)
+        .with_metadata("zone", "eu-1");
+    let options = RegisterOptions::new().ttl(Duration::from_secs(5));
+    let registration = client
+        .register_with(&set, member.clone(), options)
+        .await
+        .expect("register");
+    let key = registration.znode().expect("a key");
+    assert!(key.starts_with("/services/users/member_"), "{key}");
+    assert_eq!(keys(&etcd, "/services/users"), std::slice::from_ref(&key));
+    let snapshot = wait_set(&watch, "the member", |s| s.len() == 1).await;
+    let entry = &snapshot.entries()[0];
+    assert_eq!(format!("/services/users/{}", entry.name), key);
+    assert_eq!(*entry.member, member);
+    assert_eq!(entry.endpoint, Endpoint::new("127.0.0.1", 9090));
+    assert_eq!(entry.weight, 1.0);
+    // A watch of the http endpoint shares the engine and serves the
+    // additional endpoint.
+    let http = client
+        .watch_with(&set, serversets::Selection::endpoint("http"))
+        .await
+        .expect("watch http");
+    assert_eq!(ports(&http.current()), [8080]);
+    assert_eq!(http.stats().listings, watch.stats().listings, "one engine");
+    assert_eq!(etcd.lease_count().expect("leases"), 1);
+    registration.close().await;
+    assert!(
+        keys(&etcd, "/services/users").is_empty(),
+        "closed: the key is gone at once"
+    );
+    assert_eq!(
+        etcd.lease_count().expect("leases"),
+        0,
+        "the lease is revoked"
+    );
+    wait_set(&watch, "the leave", Snapshot::is_empty).await;
+    assert_eq!(watch.health(), Health::Connected);
+}
+
+#[tokio::test]
+async fn etcd_naming_values_are_read_exactly_and_bad_ones_skipped() {
+    let etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/services/users");
+    // Written as Go's endpoints manager (and etcdctl) write them.
+    etcd.put(
+        "/services/users/10.0.0.1:8080",
+        r#"{"Op":0,"Addr":"10.0.0.1:8080","Metadata":{"zone":"eu"}}"#,
+    )
+    .expect("put");
+    etcd.put(
+        "/services/users/10.0.0.2:8080",
+        r#"{"Addr":"10.0.0.2:8080","Metadata":null}"#,
+    )
+    .expect("put");
+    // Bad values, keys beside the prefix and below a member: not members.
+    etcd.put("/services/users/bad", "not json").expect("put");
+    etcd.put("/services/users/noaddr", r#"{"Op":0}"#)
+        .expect("put");
+    etcd.put("/services/users2/10.0.0.9:1", r#"{"Addr":"10.0.0.9:1"}"#)
+        .expect("put");
+    etcd.put(
+        "/services/users/10.0.0.1:8080/x",
+        r#"{"Addr":"10.0.0.8:1"}"#,
+    )
+    .expect("put");
+    let watch = client
+        .watch_with(&set, WatchOptions::new().format(Format::EtcdNaming))
+        .await
+        .expect("watch");
+    let now = watch.current();
+    assert_eq!(names(&now), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+    assert_eq!(now.entries()[0].endpoint, Endpoint::new("10.0.0.1", 8080));
+    assert_eq!(now.entries()[0].member.metadata["zone"], "eu");
+    assert!(now.entries()[1].member.metadata.is_empty());
+    // The same prefix read as Finagle's format has no member at all.
+    let finagle = client.watch(&set).await.expect("watch finagle");
+    assert!(finagle.current().is_empty());
+    // Ours, in the naming format: Go's resolver reads it.
+    let registration = client
+        .register_with(
+            &set,
+            Member::new(Endpoint::new("127.0.0.1", 9091)).with_metadata("v", "2"),
+            RegisterOptions::new()
+                .format(Format::EtcdNaming)
+                .ttl(Duration::from_secs(5)),
+        )
+        .await
+        .expect("register");
+    assert_eq!(
+        registration.znode().as_deref(),
+        Some("/services/users/127.0.0.1:9091")
+    );
+    let stored: Vec<(String, String)> = etcd.get_prefix("/services/users/127.0.0.1").expect("get");
+    assert_eq!(
+        stored,
+        [(
+            "/services/users/127.0.0.1:9091".to_owned(),
+            r#"{"Op":0,"Addr":"127.0.0.1:9091","Metadata":{"v":"2"}}"#.to_owned()
+        )]
+    );
+    wait_set(&watch, "our member", |s| s.len() == 3).await;
+    // A bad value that becomes good joins; a good one that goes bad
+    // leaves; etcdctl del is a leave; Op 1 is a leave.
+    etcd.put("/services/users/bad", r#"{"Addr":"10.0.0.3:8080"}"#)
+        .expect("put");
+    etcd.put("/services/users/10.0.0.2:8080", "{").expect("put");
+    etcd.delete("/services/users/10.0.0.1:8080").expect("del");
+    etcd.put(
+        "/services/users/127.0.0.1:9091",
+        r#"{"Op":1,"Addr":"127.0.0.1:9091"}"#,
+    )
+    .expect("put");
+    let now = wait_set(&watch, "the edits", |s| names(s) == ["bad"]).await;
+    assert_eq!(now.entries()[0].endpoint, Endpoint::new("10.0.0.3", 8080));
+    registration.close().await;
+}
+
+#[tokio::test]
+async fn the_leader_is_the_member_with_the_lowest_create_revision() {
+    let etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/s");
+    let watch = client
+        .watch_with(&set, WatchOptions::new().format(Format::EtcdNaming))
+        .await
+        .expect("watch");
+    // Names sort the other way round from their ages.
+    for port in [3, 2, 1] {
+        etcd.put(
+            &format!("/s/h:{port}"),
+            &format!(r#"{{"Addr":"h:{port}"}}"#),
+        )
+        .expect("put");
+    }
+    let now = wait_set(&watch, "three", |s| s.len() == 3).await;
+    assert_eq!(names(&now), ["h:3", "h:2", "h:1"], "oldest first");
+    assert_eq!(now.leader().map(|e| e.name.as_str()), Some("h:3"));
+    let mut leaders = watch.leaders();
+    // Rewriting the leader keeps its create revision: still the leader.
+    etcd.put("/s/h:3", r#"{"Addr":"h:3","Metadata":{"k":"v"}}"#)
+        .expect("put");
+    wait_set(&watch, "the rewrite", |s| {
+        s.get("h:3")
+            .is_some_and(|e| e.member.metadata.contains_key("k"))
+    })
+    .await;
+    assert_eq!(
+        watch.current().leader().map(|e| e.name.as_str()),
+        Some("h:3")
+    );
+    // Deleted and put again: the youngest now.
+    etcd.delete("/s/h:3").expect("del");
+    etcd.put("/s/h:3", r#"{"Addr":"h:3"}"#).expect("put");
+    let now = wait_set(&watch, "h:3 again", |s| names(s) == ["h:2", "h:1", "h:3"]).await;
+    assert_eq!(now.leader().map(|e| e.name.as_str()), Some("h:2"));
+    use futures::StreamExt;
+    let mut seen = Vec::new();
+    within("leader changes", async {
+        while seen.last().map(String::as_str) != Some("h:2") {
+            let leader = leaders.next().await.expect("leaders");
+            seen.push(leader.map(|e| e.name.clone()).unwrap_or_default());
+        }
+    })
+    .await;
+    assert_eq!(seen.first().map(String::as_str), Some("h:3"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_partition_shorter_than_the_ttl_changes_nothing_and_a_longer_one_re_registers_once() {
+    let etcd = etcd();
+    let proxy = testkit::Proxy::start(etcd.addr()).expect("proxy");
+    // The registration and one watch go through the proxy; an observer
+    // watches directly.
+    let through = client(&proxy.endpoint()).await;
+    let direct = client(&etcd.endpoint()).await;
+    let set = path("/services/users");
+    let observer = direct.watch(&set).await.expect("observer");
+    let partitioned = through.watch(&set).await.expect("watch");
+    let mut registration = through
+        .register_with(
+            &set,
+            common::member(9090),
+            RegisterOptions::new().ttl(Duration::from_secs(6)),
+        )
+        .await
+        .expect("register");
+    let first = registration.znode().expect("key");
+    wait_set(&observer, "the member", |s| s.len() == 1).await;
+    wait_set(&partitioned, "the member", |s| s.len() == 1).await;
+    let mut observed = observer.changes();
+
+    // Shorter than the TTL: the lease lives, nothing changes.
+    proxy.partition();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        ports(&partitioned.current()),
+        [9090],
+        "the last set is kept"
+    );
+    proxy.heal();
+    wait_set(&partitioned, "in sync", |s| s.len() == 1).await;
+    assert_eq!(registration.znode().as_deref(), Some(first.as_str()));
+    assert_eq!(keys(&etcd, "/services/users"), std::slice::from_ref(&first));
+    use futures::FutureExt;
+    assert!(
+        futures::StreamExt::next(&mut observed)
+            .now_or_never()
+            .is_none(),
+        "the observer saw no change"
+    );
+
+    // Longer than the TTL: etcd expires the lease and the member leaves;
+    // after the heal it is put again, once, under a new lease.
+    proxy.partition();
+    wait_health(&partitioned, Health::Disconnected).await;
+    wait_set(&observer, "the lease expired", Snapshot::is_empty).await;
+    assert_eq!(
+        ports(&partitioned.current()),
+        [9090],
+        "the last set is kept"
+    );
+    proxy.heal();
+    let second = within("a new key", next_key(&mut registration, Some(&first))).await;
+    assert_ne!(second, first);
+    wait_set(&observer, "the member again", |s| s.len() == 1).await;
+    let name = second.trim_start_matches("/services/users/").to_owned();
+    wait_set(&partitioned, "the member again", |s| {
+        names(s) == [name.clone()]
+    })
+    .await;
+    wait_health(&partitioned, Health::Connected).await;
+    // Exactly once: one key, one lease, and it stays so.
+    assert_eq!(
+        wait_keys(&etcd, "/services/users", 1).await,
+        std::slice::from_ref(&second)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(keys(&etcd, "/services/users"), std::slice::from_ref(&second));
+    assert_eq!(etcd.lease_count().expect("leases"), 1);
+    registration.close().await;
+    wait_set(&observer, "closed", Snapshot::is_empty).await;
+}
+
+#[tokio::test]
+async fn etcd_restarted_keeps_one_member_whatever_the_outage() {
+    let mut etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/services/users");
+    let watch = client.watch(&set).await.expect("watch");
+    let registration = client
+        .register_with(
+            &set,
+            common::member(9090),
+            RegisterOptions::new().ttl(Duration::from_secs(4)),
+        )
+        .await
+        .expect("register");
+    wait_set(&watch, "the member", |s| s.len() == 1).await;
+    for outage in [Duration::from_millis(500), Duration::from_secs(5)] {
+        let before = registration.znode().expect("a key");
+        etcd.stop();
+        wait_health(&watch, Health::Disconnected).await;
+        assert_eq!(ports(&watch.current()), [9090], "the last set is kept");
+        tokio::time::sleep(outage).await;
+        etcd.start_again().expect("restart");
+        wait_health(&watch, Health::Connected).await;
+        // etcd restores leases with a fresh TTL: the member survives, or
+        // (had its lease expired) it is put again; either way exactly one,
+        // the registration's, and it stays so.
+        let key = within("one key, the registration's", async {
+            loop {
+                let stored = keys(&etcd, "/services/users");
+                if let (Some(key), [stored]) = (registration.znode(), stored.as_slice()) {
+                    if &key == stored {
+                        return key;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if outage < Duration::from_secs(4) {
+            assert_eq!(key, before, "a short outage keeps the lease and the key");
+        }
+        let name = key.trim_start_matches("/services/users/").to_owned();
+        wait_set(&watch, "the member", |s| names(s) == [name.clone()]).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            keys(&etcd, "/services/users"),
+            std::slice::from_ref(&key),
+            "after {outage:?}"
+        );
+        assert_eq!(names(&watch.current()), [name]);
+        assert_eq!(etcd.lease_count().expect("leases"), 1);
+    }
+    registration.close().await;
+    wait_set(&watch, "closed", Snapshot::is_empty).await;
+}
+
+#[tokio::test]
+async fn a_cut_watch_stream_resyncs_and_misses_nothing() {
+    let etcd = etcd();
+    let proxy = testkit::Proxy::start(etcd.addr()).expect("proxy");
+    let client = client(&proxy.endpoint()).await;
+    let set = path("/s");
+    let watch = client
+        .watch_with(&set, WatchOptions::new().format(Format::EtcdNaming))
+        .await
+        .expect("watch");
+    for round in 0..3u16 {
+        proxy.partition();
+        // While the watch is away: joins and leaves, and a compaction of
+        // everything it has not seen.
+        etcd.put(
+            &format!("/s/h:{}", 100 + round),
+            &format!(r#"{{"Addr":"h:{}"}}"#, 100 + round),
+        )
+        .expect("put");
+        if round > 0 {
+            etcd.delete(&format!("/s/h:{}", 99 + round)).expect("del");
+        }
+        etcd.compact(etcd.revision().expect("revision"))
+            .expect("compact");
+        proxy.cut();
+        proxy.heal();
+        wait_set(&watch, "the truth", |s| ports(s) == [100 + round]).await;
+    }
+    assert!(
+        watch.stats().listings >= 4,
+        "a get per resync: {:?}",
+        watch.stats()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_health_check_deregisters_and_a_passing_one_registers_again() {
+    let etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/services/users");
+    let watch = client.watch(&set).await.expect("watch");
+    let healthy = Arc::new(AtomicBool::new(true));
+    let check = Arc::clone(&healthy);
+    let mut registration = client
+        .register_with(
+            &set,
+            common::member(9090),
+            RegisterOptions::new()
+                .ttl(Duration::from_secs(5))
+                .health_check(move || {
+                    let up = check.load(Ordering::SeqCst);
+                    async move { up }
+                })
+                .health_check_interval(Duration::from_millis(100)),
+        )
+        .await
+        .expect("register");
+    wait_set(&watch, "registered", |s| s.len() == 1).await;
+    healthy.store(false, Ordering::SeqCst);
+    wait_set(&watch, "deregistered", Snapshot::is_empty).await;
+    assert_eq!(registration.znode(), None);
+    assert_eq!(etcd.lease_count().expect("leases"), 0, "revoked");
+    healthy.store(true, Ordering::SeqCst);
+    within("a key again", next_key(&mut registration, None)).await;
+    wait_set(&watch, "registered again", |s| s.len() == 1).await;
+    assert_eq!(wait_keys(&etcd, "/services/users", 1).await.len(), 1);
+    registration.close().await;
+}
+
+#[tokio::test]
+async fn bad_options_are_refused_and_change_nothing() {
+    let etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/s");
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_millis(1500),
+        Duration::from_secs(3601),
+    ] {
+        let error = client
+            .register_with(&set, common::member(1), RegisterOptions::new().ttl(ttl))
+            .await
+            .expect_err("a bad TTL");
+        assert!(error.to_string().contains("TTL"), "{error}");
+    }
+    assert!(keys(&etcd, "/s").is_empty());
+    assert_eq!(etcd.lease_count().expect("leases"), 0);
+    for endpoints in ["", " , ", "nohost", "h:99999"] {
+        let error = EtcdClient::connect(endpoints)
+            .await
+            .expect_err("bad endpoints");
+        assert!(
+            matches!(error, serversets::Error::InvalidConfig(_)),
+            "{error}"
+        );
+    }
+    let dead = testkit::dead_endpoint().expect("dead endpoint");
+    let error = EtcdClient::builder(dead)
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        error.to_string().contains("cannot connect to etcd"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn one_connection_serves_every_registration_and_watch() {
+    let etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let mut held = Vec::new();
+    let mut watches = Vec::new();
+    for n in 0..5u16 {
+        let set = path(&format!("/s{n}"));
+        watches.push(client.watch(&set).await.expect("watch"));
+        watches.push(
+            client
+                .watch_with(&set, WatchOptions::new().format(Format::EtcdNaming))
+                .await
+                .expect("watch"),
+        );
+        held.push(
+            client
+                .register(&set, common::member(9000 + n))
+                .await
+                .expect("register"),
+        );
+    }
+    for (n, watch) in watches.iter().step_by(2).enumerate() {
+        wait_set(watch, "its member", |s| s.len() == 1).await;
+        assert_eq!(ports(&watch.current()), [9000 + n as u16]);
+    }
+    assert_eq!(testkit::connections_to(etcd.port()).expect("/proc"), 1);
+}
