@@ -7,11 +7,12 @@ use crate::format::member::Member;
 use crate::format::naming::Format;
 use crate::format::path::ServerSetPath;
 use crate::set::health::{Health, HealthWatcher};
+use crate::set::inspect::RawChild;
 use crate::set::options::WatchOptions;
+use crate::set::registration::RegisterOptions;
 use crate::set::registration::Registration;
 use crate::set::watch::Watch;
-use crate::zk::client::{Client, RawChild};
-use crate::zk::registration::RegisterOptions;
+use crate::zk::client::Client;
 
 /// The scheme that marks an etcd connect string.
 pub const ETCD_SCHEME: &str = "etcd://";

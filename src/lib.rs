@@ -1,6 +1,7 @@
 //! # serversets
 //!
-//! Service discovery in the Finagle "serverset" style, over ZooKeeper.
+//! Service discovery in the Finagle "serverset" style, over ZooKeeper or
+//! (feature `etcd`) etcd.
 //!
 //! Services register as EPHEMERAL_SEQUENTIAL `member_` znodes holding
 //! Finagle's JSON, so JVM (Finagle, Twitter commons, Aurora) and Python
@@ -16,6 +17,10 @@
 //!   watch per set names each child that joins or leaves: a join costs one
 //!   read, a leave none, whatever the set's size ([`WatchEngine`]; servers
 //!   before 3.6 get one-shot watches). Watches of one path share it.
+//! - `EtcdClient` (feature `etcd`): the same registrations (kept alive by
+//!   a lease) and the same [`Watch`]es over etcd v3, one connection per
+//!   process, members in Finagle's JSON or etcd's gRPC naming format
+//!   ([`naming`]); [`Backend`] holds either client.
 //! - [`Source`]: what typed sets are built on; a [`Watch`] is one, a fixed
 //!   list ([`FixedSet`]) is another.
 //! - [`accrual`]: failure accrual (consecutive failures mark an endpoint
@@ -28,9 +33,10 @@
 //!   installed.
 //!
 //! The source is in three layers: `format/` (the pure Finagle formats),
-//! `set/` (the set abstraction typed sets read) and `zk/` (the ZooKeeper
-//! runtime: pure state machines for watches and registrations, and the
-//! tasks that do their I/O).
+//! `set/` (the set abstraction typed sets read, the [`Watch`] and
+//! [`Registration`] handles and the hub of views both runtimes feed) and
+//! the runtimes `zk/` and `etcd/` (pure state machines for watches and
+//! registrations, and the tasks that do their I/O).
 //! - Feature `tls`: `Tls` and `ClientBuilder::tls`, to connect to
 //!   ZooKeeper's secure client port.
 //!
@@ -56,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod backoff;
 mod error;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -79,17 +86,15 @@ pub use format::selection::Selection;
 pub use format::{codec, naming, vector};
 pub use set::fixed::{FixedEndpoint, FixedSet};
 pub use set::health::{Health, HealthWatcher};
+pub use set::inspect::RawChild;
 pub use set::leader::Leaders;
 pub use set::options::WatchOptions;
 pub use set::publisher::{Changes, Publisher};
-pub use set::registration::Registration;
+pub use set::registration::{RegisterOptions, Registration, DEFAULT_TTL};
 pub use set::snapshot::{Change, Entry, Snapshot};
 pub use set::source::Source;
 pub use set::watch::{Watch, WatchEngine, WatchStats};
 pub use set::{accrual, fixed};
-pub use zk::client::{
-    Client, ClientBuilder, RawChild, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
-};
-pub use zk::registration::{RegisterOptions, DEFAULT_TTL};
+pub use zk::client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT};
 #[cfg(feature = "tls")]
 pub use zk::tls::Tls;

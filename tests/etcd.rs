@@ -30,6 +30,27 @@ async fn client(endpoints: &str) -> EtcdClient {
         .expect("connect to etcd")
 }
 
+/// A client, its watch of `/services/users`, and a registration there of
+/// port 9090 with a lease of `ttl_secs`, once the watch sees it.
+async fn registered(
+    etcd: &testkit::Etcd,
+    ttl_secs: u64,
+) -> (EtcdClient, Watch, serversets::Registration) {
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/services/users");
+    let watch = client.watch(&set).await.expect("watch");
+    let registration = client
+        .register_with(
+            &set,
+            common::member(9090),
+            RegisterOptions::new().ttl(Duration::from_secs(ttl_secs)),
+        )
+        .await
+        .expect("register");
+    wait_set(&watch, "the member", |s| s.len() == 1).await;
+    (client, watch, registration)
+}
+
 /// The keys below `prefix/` in etcd, as etcdctl sees them.
 fn keys(etcd: &testkit::Etcd, prefix: &str) -> Vec<String> {
     etcd.get_prefix(&format!("{prefix}/"))
@@ -326,7 +347,10 @@ async fn a_partition_shorter_than_the_ttl_changes_nothing_and_a_longer_one_re_re
         std::slice::from_ref(&second)
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(keys(&etcd, "/services/users"), std::slice::from_ref(&second));
+    assert_eq!(
+        keys(&etcd, "/services/users"),
+        std::slice::from_ref(&second)
+    );
     assert_eq!(etcd.lease_count().expect("leases"), 1);
     registration.close().await;
     wait_set(&observer, "closed", Snapshot::is_empty).await;
@@ -335,18 +359,7 @@ async fn a_partition_shorter_than_the_ttl_changes_nothing_and_a_longer_one_re_re
 #[tokio::test]
 async fn etcd_restarted_keeps_one_member_whatever_the_outage() {
     let mut etcd = etcd();
-    let client = client(&etcd.endpoint()).await;
-    let set = path("/services/users");
-    let watch = client.watch(&set).await.expect("watch");
-    let registration = client
-        .register_with(
-            &set,
-            common::member(9090),
-            RegisterOptions::new().ttl(Duration::from_secs(4)),
-        )
-        .await
-        .expect("register");
-    wait_set(&watch, "the member", |s| s.len() == 1).await;
+    let (_client, watch, registration) = registered(&etcd, 4).await;
     for outage in [Duration::from_millis(500), Duration::from_secs(5)] {
         let before = registration.znode().expect("a key");
         etcd.stop();
@@ -389,7 +402,7 @@ async fn etcd_restarted_keeps_one_member_whatever_the_outage() {
 }
 
 #[tokio::test]
-async fn a_cut_watch_stream_resyncs_and_misses_nothing() {
+async fn a_cut_watch_stream_resumes_and_a_compacted_one_loads_again() {
     let etcd = etcd();
     let proxy = testkit::Proxy::start(etcd.addr()).expect("proxy");
     let client = client(&proxy.endpoint()).await;
@@ -398,29 +411,64 @@ async fn a_cut_watch_stream_resyncs_and_misses_nothing() {
         .watch_with(&set, WatchOptions::new().format(Format::EtcdNaming))
         .await
         .expect("watch");
-    for round in 0..3u16 {
-        proxy.partition();
-        // While the watch is away: joins and leaves, and a compaction of
-        // everything it has not seen.
+    let put = |port: u16| {
         etcd.put(
-            &format!("/s/h:{}", 100 + round),
-            &format!(r#"{{"Addr":"h:{}"}}"#, 100 + round),
+            &format!("/s/h:{port}"),
+            &format!(r#"{{"Addr":"h:{port}"}}"#),
         )
         .expect("put");
-        if round > 0 {
-            etcd.delete(&format!("/s/h:{}", 99 + round)).expect("del");
-        }
+    };
+    put(100);
+    wait_set(&watch, "h:100", |s| ports(s) == [100]).await;
+    assert_eq!(watch.stats().listings, 1);
+
+    // Cut while changes happen: the watch resumes from the last revision
+    // it applied and gets what it missed, in order, without a get.
+    proxy.partition();
+    put(101);
+    etcd.delete("/s/h:100").expect("del");
+    put(102);
+    proxy.cut();
+    proxy.heal();
+    wait_set(&watch, "resumed", |s| ports(s) == [101, 102]).await;
+    assert_eq!(watch.stats().listings, 1, "resumed without a get");
+    wait_health(&watch, Health::Connected).await;
+
+    // Compacted past what it applied: etcd refuses to resume it; the set
+    // is loaded again and diffed.
+    // Two revisions each time (a put and a delete), so that the one the
+    // watch would resume from is gone.
+    for (round, gone) in [(0u16, 101u16), (1, 102), (2, 200)] {
+        proxy.partition();
+        put(200 + round);
+        assert!(etcd.delete(&format!("/s/h:{gone}")).expect("del"));
         etcd.compact(etcd.revision().expect("revision"))
             .expect("compact");
         proxy.cut();
         proxy.heal();
-        wait_set(&watch, "the truth", |s| ports(s) == [100 + round]).await;
+        wait_set(&watch, "the truth", |s| {
+            let now = ports(s);
+            now.contains(&(200 + round)) && !now.contains(&gone)
+        })
+        .await;
+        assert_eq!(
+            watch.stats().listings,
+            2 + u64::from(round),
+            "one get per compaction"
+        );
+        wait_health(&watch, Health::Connected).await;
     }
-    assert!(
-        watch.stats().listings >= 4,
-        "a get per resync: {:?}",
-        watch.stats()
-    );
+    // What etcd holds, exactly.
+    let mut held: Vec<u16> = etcd
+        .get_prefix("/s/")
+        .expect("get")
+        .into_iter()
+        .filter_map(|(k, _)| k.rsplit(':').next()?.parse().ok())
+        .collect();
+    held.sort_unstable();
+    let mut served = ports(&watch.current());
+    served.sort_unstable();
+    assert_eq!(served, held);
 }
 
 #[tokio::test]
@@ -448,7 +496,13 @@ async fn a_failing_health_check_deregisters_and_a_passing_one_registers_again() 
     wait_set(&watch, "registered", |s| s.len() == 1).await;
     healthy.store(false, Ordering::SeqCst);
     wait_set(&watch, "deregistered", Snapshot::is_empty).await;
-    assert_eq!(registration.znode(), None);
+    // The revocation's answer may come after the watch saw the leave.
+    within("no key", async {
+        while registration.znode().is_some() {
+            registration.changed().await;
+        }
+    })
+    .await;
     assert_eq!(etcd.lease_count().expect("leases"), 0, "revoked");
     healthy.store(true, Ordering::SeqCst);
     within("a key again", next_key(&mut registration, None)).await;
@@ -523,4 +577,75 @@ async fn one_connection_serves_every_registration_and_watch() {
         assert_eq!(ports(&watch.current()), [9000 + n as u16]);
     }
     assert_eq!(testkit::connections_to(etcd.port()).expect("/proc"), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_etcd_keeps_the_set_and_the_registration() {
+    let etcd = etcd();
+    let (client, watch, registration) = registered(&etcd, 8).await;
+    let key = registration.znode().expect("key");
+    etcd.pause().expect("SIGSTOP");
+    // HTTP/2 keep-alives notice the stalled server.
+    wait_health(&watch, Health::Disconnected).await;
+    assert_eq!(ports(&watch.current()), [9090], "the last set is kept");
+    assert_eq!(client.health(), Health::Disconnected);
+    etcd.resume().expect("SIGCONT");
+    wait_health(&watch, Health::Connected).await;
+    etcd.put(
+        "/services/users/member_00000000000000aa",
+        &String::from_utf8(serversets::codec::encode(&common::member(9091))).expect("utf-8"),
+    )
+    .expect("put");
+    let now = wait_set(&watch, "the new member", |s| s.len() == 2).await;
+    assert_eq!(ports(&now), [9090, 9091]);
+    assert_eq!(registration.znode().as_deref(), Some(key.as_str()));
+    assert_eq!(keys(&etcd, "/services/users").len(), 2);
+    registration.close().await;
+}
+
+#[tokio::test]
+async fn a_registration_whose_caller_gives_up_leaves_nothing_behind() {
+    let etcd = etcd();
+    let client = client(&etcd.endpoint()).await;
+    let set = path("/services/users");
+    let watch = client.watch(&set).await.expect("watch");
+    for wait_us in [1, 100, 1_000, 3_000, 10_000] {
+        let attempt = tokio::time::timeout(
+            Duration::from_micros(wait_us),
+            client.register(&set, common::member(9090)),
+        )
+        .await;
+        if let Ok(registration) = attempt {
+            // Done before the deadline: dropping it revokes the lease.
+            drop(registration.expect("register"));
+        }
+    }
+    // Whatever was granted or put is revoked: no key, no lease.
+    wait_keys(&etcd, "/services/users", 0).await;
+    within("no lease left", async {
+        while etcd.lease_count().expect("leases") != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    wait_set(&watch, "empty", Snapshot::is_empty).await;
+}
+
+#[tokio::test]
+async fn a_client_waits_for_an_etcd_that_is_starting() {
+    let mut etcd = etcd();
+    let endpoint = etcd.endpoint();
+    etcd.stop();
+    // Connecting while nothing listens: it keeps asking until etcd is up
+    // (within its connect timeout), as a client does after a restart.
+    let connecting = tokio::spawn(async move { EtcdClient::connect(&endpoint).await });
+    tokio::task::yield_now().await;
+    etcd.start_again().expect("restart");
+    let client = within("the connection", connecting)
+        .await
+        .expect("task")
+        .expect("connected once etcd is up");
+    assert_eq!(client.health(), Health::Connected);
+    let watch = client.watch(&path("/s")).await.expect("watch");
+    assert!(watch.current().is_empty());
 }

@@ -1,9 +1,16 @@
 //! `serverset`: watch, register and inspect Finagle serversets from the
-//! command line.
+//! command line, in ZooKeeper or in etcd.
+//!
+//! Every command that talks to a store takes a ZooKeeper connect string
+//! (`host:port[,host:port][/chroot]`), a Finagle destination
+//! (`zk2!hosts!/path[!endpoint]`, always ZooKeeper) or an etcd connect
+//! string (`etcd://host:port[,host:port]`); the output is the same for
+//! both stores.
 //!
 //! ```text
 //! # The live members of a set, once, as a JSON array (snapshot order):
 //! serverset watch 127.0.0.1:2181 /discovery/prod/users --once
+//! serverset watch etcd://127.0.0.1:2379 /services/users --once
 //!
 //! # Follow a set: the snapshot line, then one {"added","removed","size"} line
 //! # per change, until Ctrl-C / SIGTERM. A Finagle destination works too:
@@ -24,6 +31,18 @@
 //! # Every child of a set, raw, and whether it parses as a member:
 //! serverset ls 127.0.0.1:2181 /discovery/prod/users
 //!
+//! # In etcd: members are keys below PATH/ held by a lease (--ttl, default
+//! # 10 s), in Finagle's JSON (member_ keys) or, with --format etcd-naming,
+//! # in etcd's gRPC naming format (PATH/HOST:PORT keys, read by Go's
+//! # etcd resolver); register prints the member's key:
+//! serverset register etcd://127.0.0.1:2379 /services/users 10.0.0.1:8080 \
+//!     --format etcd-naming --ttl 5
+//! serverset watch etcd://127.0.0.1:2379,127.0.0.1:22379 /services/users --format etcd-naming
+//! serverset ls etcd://127.0.0.1:2379 /services/users --format etcd-naming
+//!
+//! # The discovery gateway (HTTP, Server-Sent Events, TTL registrations):
+//! serverset serve etcd://127.0.0.1:2379 --listen 127.0.0.1:8080
+//!
 //! # Over TLS (ZooKeeper's secureClientPort), with a client certificate,
 //! # and the digest from the environment rather than the command line:
 //! SERVERSET_DIGEST=user:secret serverset ls zk1:2281 /discovery/prod/users \
@@ -37,23 +56,27 @@
 //! serverset completions bash > ~/.local/share/bash-completion/completions/serverset
 //! ```
 //!
-//! Every ZooKeeper command takes `--session-timeout SECS`,
-//! `--connect-timeout SECS`, `--digest USER:PASS` (default: the
+//! Every store command takes `--connect-timeout SECS`. With ZooKeeper it
+//! also takes `--session-timeout SECS`, `--digest USER:PASS` (default: the
 //! `SERVERSET_DIGEST` environment variable, so that the password need not
 //! show in `ps`; `--digest` wins), and `--tls-ca FILE` (TLS, trusting that
 //! PEM CA bundle) with optionally `--tls-cert FILE --tls-key FILE` (a client
-//! identity for mutual TLS). Standard output carries only results: for
-//! `watch` and `ls` JSON, one compact document per line, each line ending
-//! with a newline; for `register` znode paths (one more line each time the
-//! member is re-created); for `ring` `key<TAB>host:port` lines; for
-//! `completions` the script. Logs go to standard error, filtered by
-//! `RUST_LOG` (default `warn`). `serverset COMMAND --help` says what each
-//! command prints.
+//! identity for mutual TLS); these are usage errors with `etcd://` (where
+//! `SERVERSET_DIGEST` is ignored). `watch`, `register` and `ls` take
+//! `--format finagle|etcd-naming` (with ZooKeeper only `finagle`), and
+//! `register` takes `--ttl SECS` (etcd only). Standard output carries only
+//! results: for `watch` and `ls` JSON, one compact document per line, each
+//! line ending with a newline; for `register` znode paths or etcd keys (one
+//! more line each time the member is re-created); for `ring`
+//! `key<TAB>host:port` lines; for `completions` the script. Logs go to
+//! standard error, filtered by `RUST_LOG` (default `warn`).
+//! `serverset COMMAND --help` says what each command prints.
 //!
 //! Exit codes: 0 on success (also after SIGINT / SIGTERM ends `watch` or
 //! `register`), 2 for usage errors (including unreadable or unusable TLS
-//! files), 1 for runtime errors (such as an unreachable ZooKeeper), with a
-//! one-line `error: ...` on standard error.
+//! files, ZooKeeper-only flags with etcd and etcd-only flags with
+//! ZooKeeper), 1 for runtime errors (such as an unreachable ZooKeeper or
+//! etcd), with a one-line `error: ...` on standard error.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -65,11 +88,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
 use clap_complete::Shell;
 use serde::Serialize;
+use serversets::naming::Format;
 use serversets::{
-    Client, Destination, Endpoint, Member, RawChild, RegisterOptions, Selection, ServerSetPath, Tls,
+    Backend, Client, Destination, Endpoint, EtcdClient, Member, RawChild, RegisterOptions,
+    Selection, ServerSetPath, Tls, WatchOptions,
 };
 use tracing::{debug, info, warn};
 
@@ -86,6 +112,12 @@ const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// The health check's default timeout (capped by the interval).
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The ZooKeeper session timeout by default.
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest etcd lease TTL `--ttl` takes, in seconds.
+const MAX_TTL_SECS: u64 = 3600;
+
 /// What the `--help` of every ZooKeeper command says about exit codes.
 macro_rules! zk_exit_codes {
     () => {
@@ -96,14 +128,15 @@ macro_rules! zk_exit_codes {
             "Exit codes:\n  0  ",
             $success,
             "\n  \
-         1  runtime error (ZooKeeper unreachable, TLS handshake refused, not authorized, ...)\n  \
-         2  usage error (bad arguments, unreadable or unusable files)\n\
+         1  runtime error (ZooKeeper or etcd unreachable, TLS handshake refused, not authorized, ...)\n  \
+         2  usage error (bad arguments, unreadable or unusable files, a flag the store does not take)\n\
          Errors are one `error: ...` line on stderr; logs go to stderr too (RUST_LOG, default warn)."
         )
     };
 }
 
-/// Finagle-compatible ZooKeeper serversets: watch, register, inspect.
+/// Finagle-compatible serversets in ZooKeeper or etcd: watch, register,
+/// inspect, serve.
 #[derive(Debug, Parser)]
 #[command(
     name = "serverset",
@@ -115,13 +148,19 @@ macro_rules! zk_exit_codes {
     serverset register 127.0.0.1:2181 /discovery/prod/users 10.0.0.1:9090 --check http://10.0.0.1:9090/health\n  \
     serverset ls 127.0.0.1:2181 /discovery/prod/users\n  \
     SERVERSET_DIGEST=user:secret serverset ls zk1:2281 /discovery/prod/users --tls-ca ca.pem\n  \
+    serverset watch etcd://127.0.0.1:2379 /services/users --once\n  \
+    serverset register etcd://127.0.0.1:2379 /services/users 10.0.0.1:8080 --format etcd-naming --ttl 5\n  \
+    serverset serve etcd://127.0.0.1:2379,127.0.0.1:22379 --listen 127.0.0.1:8080\n  \
     printf 'user:1\\n' | serverset ring --servers 10.0.0.1:11211,10.0.0.2:11211:2\n  \
     serverset completions bash > ~/.local/share/bash-completion/completions/serverset\n\n\
+Stores: a ZooKeeper connect string (host:port,...[/chroot]) or a Finagle destination (zk2!hosts!/path[!endpoint])\n\
+is ZooKeeper; etcd://host:port[,host:port] is etcd (--format finagle|etcd-naming says how its members are stored;\n\
+register --ttl SECS is the etcd lease TTL). The output is the same for both.\n\n\
 Output: stdout carries only the results (JSON: one document per line); `serverset COMMAND --help` says what each prints.\n\n\
 Environment:\n  \
-    SERVERSET_DIGEST=USER:PASS  the ZooKeeper digest when --digest is not given (keeps the password out of `ps`)\n  \
+    SERVERSET_DIGEST=USER:PASS  the ZooKeeper digest when --digest is not given (keeps the password out of `ps`; ignored with etcd)\n  \
     RUST_LOG                    the log filter for stderr (default warn)\n\n\
-Exit codes: 0 success, 1 runtime error (e.g. ZooKeeper unreachable), 2 usage error."
+Exit codes: 0 success, 1 runtime error (e.g. ZooKeeper or etcd unreachable), 2 usage error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -136,16 +175,24 @@ enum Command {
         "Prints (stdout), one JSON document per line:\n  \
          first   the live members, a JSON array in snapshot (sequence) order, each\n          \
          {\"member\",\"host\",\"port\",\"shard\",\"weight\",\"status\",\"additional\",\"metadata\"}\n  \
-         then    without --once, one {\"added\":[...],\"removed\":[...],\"size\":N} line per change\n\n\
-         ZK may be a Finagle destination instead, with PATH omitted:\n  \
+         then    without --once, one {\"added\":[...],\"removed\":[...],\"size\":N} line per change\n\
+         \"member\" is the znode name (ZooKeeper) or the key below PATH/ (etcd: member_..., or HOST:PORT\n\
+         with --format etcd-naming).\n\n\
+         STORE is a ZooKeeper connect string, etcd://host:port[,host:port], or a Finagle destination\n\
+         (ZooKeeper) with PATH omitted:\n  \
          zk2!host1:2181,host2:2181!/discovery/prod/users[!endpoint]\n\n\
+         Examples:\n  \
+         serverset watch 127.0.0.1:2181 /discovery/prod/users --once\n  \
+         serverset watch etcd://127.0.0.1:2379 /services/users --once\n  \
+         serverset watch etcd://127.0.0.1:2379 /services/users --format etcd-naming\n\n\
          ",
         zk_exit_codes!("success; also when SIGINT/SIGTERM ends it or stdout is closed")
     ))]
     Watch {
-        /// ZooKeeper connect string (host:port,...[/chroot]) or a Finagle
-        /// destination (zk2!hosts!/path[!endpoint], zk!...)
-        #[arg(value_name = "ZK")]
+        /// ZooKeeper connect string (host:port,...[/chroot]), etcd connect
+        /// string (etcd://host:port,...) or a Finagle destination
+        /// (zk2!hosts!/path[!endpoint], zk!...)
+        #[arg(value_name = "STORE")]
         target: String,
         /// The serverset path (omitted with a Finagle destination)
         #[arg(value_name = "PATH")]
@@ -161,15 +208,24 @@ enum Command {
         #[arg(long)]
         once: bool,
         #[command(flatten)]
+        format: FormatArg,
+        #[command(flatten)]
         connection: Connection,
     },
     /// Register a member and keep it registered until SIGINT/SIGTERM
     /// (optionally only while a health check passes); prints its znode
-    /// path.
+    /// path (etcd: its key).
     #[command(after_help = concat!(
-        "Prints (stdout): the member's znode path, one line, once the member exists; one more line\n\
-         each time it is re-created (after a session expiry, or when a failing --check passes again).\n\
-         While --check fails the member is deleted and nothing is printed.\n\n\
+        "Prints (stdout): the member's znode path (etcd: its key), one line, once the member exists; one\n\
+         more line each time it is re-created (after a session expiry or a lost etcd lease, or when a\n\
+         failing --check passes again). While --check fails the member is deleted and nothing is printed.\n\n\
+         In etcd the member is a key below PATH/ attached to a lease of --ttl seconds (default 10), kept\n\
+         alive while the command runs and revoked when it stops: PATH/member_<lease id> in Finagle's JSON,\n\
+         or with --format etcd-naming PATH/HOST:PORT holding {\"Op\":0,\"Addr\":\"HOST:PORT\",\"Metadata\":{...}}\n\
+         (etcd's gRPC naming format: only the service endpoint and the metadata are stored).\n\n\
+         Examples:\n  \
+         serverset register 127.0.0.1:2181 /discovery/prod/users 10.0.0.1:9090 --additional http=10.0.0.1:8080\n  \
+         serverset register etcd://127.0.0.1:2379 /services/users 10.0.0.1:8080 --format etcd-naming --ttl 5\n\n\
          Health checks (--check), to register another process:\n  \
          tcp:HOST:PORT          passes when a TCP connection to HOST:PORT opens within the timeout\n  \
          http://HOST:PORT/PATH  passes when a GET is answered 2xx within the timeout (https:// too,\n                         \
@@ -180,8 +236,9 @@ enum Command {
         zk_exit_codes!("success: SIGINT/SIGTERM ended it (the member is deleted first)")
     ))]
     Register {
-        /// ZooKeeper connect string (host:port,...[/chroot])
-        #[arg(value_name = "ZK")]
+        /// ZooKeeper connect string (host:port,...[/chroot]) or etcd
+        /// connect string (etcd://host:port,...)
+        #[arg(value_name = "STORE")]
         connect: String,
         /// The serverset path
         #[arg(value_name = "PATH")]
@@ -198,6 +255,13 @@ enum Command {
         /// A metadata entry (repeatable)
         #[arg(long, value_name = "K=V")]
         metadata: Vec<String>,
+        /// etcd only: the lease TTL in whole seconds, 1-3600 (default 10):
+        /// how long the member outlives this process if it dies without
+        /// deregistering. ZooKeeper members live as long as the session
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECS))]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        format: FormatArg,
         #[command(flatten)]
         check: CheckArgs,
         #[command(flatten)]
@@ -206,21 +270,28 @@ enum Command {
     /// Print every child of a set as a JSON line: name, raw data, and
     /// whether it parses as a member (and why not).
     #[command(after_help = concat!(
-        "Prints (stdout): one JSON document per line, one line per child of PATH, sorted by name:\n  \
+        "Prints (stdout): one JSON document per line, one line per child of PATH (etcd: per key directly\n\
+         below PATH/), sorted by name:\n  \
          {\"name\":\"member_0000000001\",\"data\":\"<raw data, lossy UTF-8>\",\"parsed\":true}\n\
          \"parsed\" is false, with an \"error\", for a member whose data does not decode, and null for\n\
-         children that are not members (vector_ nodes, ...). Nothing for a PATH that does not exist.\n\n\
+         children that are not members (vector_ nodes, ...; etcd: keys not in --format's naming).\n\
+         Nothing for a PATH that does not exist.\n\n\
+         Examples:\n  \
+         serverset ls 127.0.0.1:2181 /discovery/prod/users\n  \
+         serverset ls etcd://127.0.0.1:2379 /services/users --format etcd-naming\n\n\
          ",
         zk_exit_codes!()
     ))]
     Ls {
-        /// ZooKeeper connect string (host:port,...[/chroot]) or a Finagle
-        /// destination
-        #[arg(value_name = "ZK")]
+        /// ZooKeeper connect string (host:port,...[/chroot]), etcd connect
+        /// string (etcd://host:port,...) or a Finagle destination
+        #[arg(value_name = "STORE")]
         target: String,
         /// The serverset path (omitted with a Finagle destination)
         #[arg(value_name = "PATH")]
         path: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
         #[command(flatten)]
         connection: Connection,
     },
@@ -244,27 +315,33 @@ enum Command {
         libmemcached: bool,
     },
     /// Serve the discovery gateway: HTTP and Server-Sent Events for
-    /// services without a ZooKeeper client, TTL registrations, a live
-    /// dashboard at /, Prometheus metrics at /metrics.
+    /// services without a ZooKeeper or etcd client, TTL registrations, a
+    /// live dashboard at /, Prometheus metrics at /metrics.
     #[command(after_help = concat!(
-        "Routes (the set path is a query parameter, path=/discovery/...):\n  \
+        "Routes (the set path is a query parameter, path=/discovery/...; every set route also takes\n\
+         format=finagle|etcd-naming, how an etcd set stores its members; ZooKeeper sets are finagle):\n  \
          GET    /v1/members?path=P[&endpoint=NAME][&shard=N][&meta.KEY=VALUE]  the live members (JSON, as `watch --once`)\n  \
          GET    /v1/events?path=P[...]     Server-Sent Events: up, down, leader, current, health\n  \
          GET    /v1/leader?path=P          the oldest live member; 404 when none\n  \
          PUT    /v1/instances/ID?path=P    register {\"host\",\"port\",\"additional\",\"shard\",\"metadata\",\"ttl_secs\"}; re-PUT within ttl_secs to keep it\n  \
          DELETE /v1/instances/ID?path=P    deregister at once\n  \
          GET    /v1/paths                  the sets the gateway watches or registers in\n  \
-         GET    /healthz                   200 while the ZooKeeper session is connected, else 503\n  \
+         GET    /healthz                   200 while the ZooKeeper session is connected (etcd: etcd answers), else 503\n  \
          GET    /metrics                   Prometheus text\n  \
          GET    /                          the dashboard\n\n\
          Errors are JSON {\"error\": \"...\"} with a 4xx/5xx status. With --token (or SERVERSET_TOKEN),\n\
-         PUT and DELETE need `Authorization: Bearer TOKEN`.\n\n\
+         PUT and DELETE need `Authorization: Bearer TOKEN`. On etcd an instance's member holds a lease\n\
+         of etcd's default TTL (10 s) that the gateway keeps alive until the instance's ttl_secs runs out.\n\n\
+         Examples:\n  \
+         serverset serve 127.0.0.1:2181 --listen 127.0.0.1:8080\n  \
+         serverset serve etcd://127.0.0.1:2379 --listen 127.0.0.1:8080\n\n\
          ",
         zk_exit_codes!("success: SIGINT/SIGTERM ended it (its instances are deleted first)")
     ))]
     Serve {
-        /// ZooKeeper connect string (host:port,...[/chroot])
-        #[arg(value_name = "ZK")]
+        /// ZooKeeper connect string (host:port,...[/chroot]) or etcd
+        /// connect string (etcd://host:port,...)
+        #[arg(value_name = "STORE")]
         connect: String,
         /// Where to listen (loopback unless told otherwise)
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
@@ -296,31 +373,48 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-#[command(next_help_heading = "ZooKeeper connection")]
+#[command(next_help_heading = "Connection")]
 struct Connection {
-    /// ZooKeeper session timeout
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
-    session_timeout: Duration,
-    /// Give up connecting after this long
+    /// ZooKeeper only: the session timeout (default 10)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    session_timeout: Option<Duration>,
+    /// Give up connecting (ZooKeeper or etcd) after this long
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     connect_timeout: Duration,
-    /// Authenticate with ZooKeeper's digest scheme. Default: the
-    /// SERVERSET_DIGEST environment variable (USER:PASS), which keeps the
-    /// password out of `ps`; --digest wins when both are given
+    /// ZooKeeper only: authenticate with ZooKeeper's digest scheme.
+    /// Default: the SERVERSET_DIGEST environment variable (USER:PASS),
+    /// which keeps the password out of `ps`; --digest wins when both are
+    /// given
     #[arg(long, value_name = "USER:PASS")]
     digest: Option<String>,
-    /// Connect over TLS (ZooKeeper's secureClientPort), trusting the CA
-    /// certificate(s) of this PEM file
+    /// ZooKeeper only: connect over TLS (ZooKeeper's secureClientPort),
+    /// trusting the CA certificate(s) of this PEM file
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     tls_ca: Option<PathBuf>,
-    /// A client certificate (PEM) for mutual TLS; needs --tls-key and
-    /// --tls-ca
+    /// ZooKeeper only: a client certificate (PEM) for mutual TLS; needs
+    /// --tls-key and --tls-ca
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     tls_cert: Option<PathBuf>,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1; not encrypted) of
-    /// --tls-cert
+    /// ZooKeeper only: the private key (PEM: PKCS#8, PKCS#1 or SEC1; not
+    /// encrypted) of --tls-cert
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     tls_key: Option<PathBuf>,
+}
+
+/// `--format`: how an etcd set stores its members.
+#[derive(Debug, Args)]
+struct FormatArg {
+    /// How the set's members are stored in etcd: finagle (Finagle's JSON
+    /// under member_ keys) or etcd-naming (etcd's gRPC naming format,
+    /// PATH/HOST:PORT keys). ZooKeeper sets are always finagle
+    #[arg(
+        long = "format",
+        value_name = "FORMAT",
+        default_value = "finagle",
+        value_parser = PossibleValuesParser::new(["finagle", "etcd-naming"])
+            .try_map(|name| name.parse::<Format>())
+    )]
+    format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -349,14 +443,53 @@ fn parse_secs(input: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{input:?}: {e}"))
 }
 
-/// How to reach ZooKeeper, validated.
+/// How to reach the store, validated.
 #[derive(Debug)]
 struct Connect {
-    address: String,
-    session_timeout: Duration,
     connect_timeout: Duration,
-    digest: Option<(String, String)>,
-    tls: Option<Tls>,
+    store: Store,
+}
+
+/// The store and what only it takes.
+#[derive(Debug)]
+enum Store {
+    ZooKeeper {
+        address: String,
+        session_timeout: Duration,
+        digest: Option<(String, String)>,
+        tls: Option<Tls>,
+    },
+    /// `host:port[,host:port]` (the connect string without `etcd://`).
+    Etcd { endpoints: String },
+}
+
+impl Connect {
+    fn is_etcd(&self) -> bool {
+        matches!(self.store, Store::Etcd { .. })
+    }
+
+    /// A storage format other than Finagle's is for etcd only.
+    fn check_format(&self, format: Format) -> Result<(), String> {
+        if !self.is_etcd() && format != Format::Finagle {
+            return Err(format!(
+                "--format {format} is for etcd (etcd://host:port): ZooKeeper sets are in Finagle's format (--format finagle)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long closing (and deregistering) may take: a ZooKeeper session
+    /// ends within its timeout; an etcd lease revocation is one request
+    /// (bounded by the connect timeout).
+    fn close_limit(&self) -> Duration {
+        let wait = match &self.store {
+            Store::ZooKeeper {
+                session_timeout, ..
+            } => *session_timeout,
+            Store::Etcd { .. } => self.connect_timeout,
+        };
+        wait + Duration::from_secs(2)
+    }
 }
 
 /// A validated command.
@@ -365,7 +498,7 @@ enum Plan {
     Watch {
         connect: Connect,
         path: ServerSetPath,
-        selection: Selection,
+        options: WatchOptions,
         once: bool,
     },
     Register {
@@ -373,10 +506,14 @@ enum Plan {
         path: ServerSetPath,
         member: Member,
         check: Option<HealthCheck>,
+        /// The etcd lease TTL and the storage format (boxed: the largest
+        /// part of a plan).
+        options: Box<RegisterOptions>,
     },
     Ls {
         connect: Connect,
         path: ServerSetPath,
+        format: Format,
     },
     Serve {
         connect: Connect,
@@ -419,8 +556,8 @@ struct HealthCheck {
 }
 
 /// Checks what clap cannot: paths, endpoints, `K=V` pairs, destinations,
-/// TLS files, the digest, health checks. The error is a one-line message
-/// for a usage error (exit 2).
+/// TLS files, the digest, health checks, flags the store does not take.
+/// The error is a one-line message for a usage error (exit 2).
 fn plan(command: Command) -> Result<Plan, String> {
     Ok(match command {
         Command::Watch {
@@ -429,6 +566,7 @@ fn plan(command: Command) -> Result<Plan, String> {
             endpoint,
             shard,
             once,
+            format: FormatArg { format },
             connection,
         } => {
             let (address, path, dest_endpoint) = target_and_path(&target, path)?;
@@ -441,10 +579,12 @@ fn plan(command: Command) -> Result<Plan, String> {
             if let Some(shard) = shard {
                 selection = selection.with_shard(shard);
             }
+            let connect = connection.validate(address)?;
+            connect.check_format(format)?;
             Plan::Watch {
-                connect: connection.validate(address)?,
+                connect,
                 path,
-                selection,
+                options: WatchOptions::new().selection(selection).format(format),
                 once,
             }
         }
@@ -455,6 +595,8 @@ fn plan(command: Command) -> Result<Plan, String> {
             shard,
             additional,
             metadata,
+            ttl,
+            format: FormatArg { format },
             check,
             connection,
         } => {
@@ -481,22 +623,40 @@ fn plan(command: Command) -> Result<Plan, String> {
                 }
                 member = member.with_metadata(key, value);
             }
+            let connect = connection.validate(connect)?;
+            connect.check_format(format)?;
+            let mut options = RegisterOptions::new().format(format);
+            match ttl {
+                Some(_) if !connect.is_etcd() => {
+                    return Err(
+                        "--ttl is an etcd lease TTL (etcd://host:port): ZooKeeper members live as long as the session"
+                            .into(),
+                    )
+                }
+                Some(secs) => options = options.ttl(Duration::from_secs(secs)),
+                None => {}
+            }
             Plan::Register {
                 check: check.validate()?,
-                connect: connection.validate(connect)?,
+                connect,
                 path,
                 member,
+                options: Box::new(options),
             }
         }
         Command::Ls {
             target,
             path,
+            format: FormatArg { format },
             connection,
         } => {
             let (address, path, _) = target_and_path(&target, path)?;
+            let connect = connection.validate(address)?;
+            connect.check_format(format)?;
             Plan::Ls {
-                connect: connection.validate(address)?,
+                connect,
                 path,
+                format,
             }
         }
         Command::Serve {
@@ -632,8 +792,13 @@ fn target_and_path(
     target: &str,
     path: Option<String>,
 ) -> Result<(String, ServerSetPath, Option<String>), String> {
-    if target.contains('!') {
+    if target.contains('!') && Backend::etcd_endpoints(target).is_none() {
         let dest: Destination = target.parse().map_err(|e| format!("{e}"))?;
+        if Backend::etcd_endpoints(&dest.connect).is_some() {
+            return Err(format!(
+                "{target:?}: a Finagle destination names a ZooKeeper ensemble; for etcd give etcd://host:port PATH"
+            ));
+        }
         if let Some(extra) = path {
             return Err(format!(
                 "unexpected argument {extra:?}: the Finagle destination already names the path"
@@ -643,7 +808,7 @@ fn target_and_path(
     }
     let Some(path) = path else {
         return Err(
-            "missing <PATH> (give <ZK> <PATH>, or a Finagle destination zk2!hosts!/path[!endpoint])"
+            "missing <PATH> (give <STORE> <PATH>, or a Finagle destination zk2!hosts!/path[!endpoint])"
                 .into(),
         );
     };
@@ -666,6 +831,9 @@ impl Connection {
     fn validate(self, address: String) -> Result<Connect, String> {
         if address.trim().is_empty() {
             return Err("the ZooKeeper connect string is empty".into());
+        }
+        if let Some(endpoints) = Backend::etcd_endpoints(&address) {
+            return self.validate_etcd(endpoints);
         }
         let digest = match self.digest {
             Some(digest) => Some(parse_digest("--digest", &digest)?),
@@ -704,13 +872,58 @@ impl Connection {
             }
         };
         Ok(Connect {
-            address,
-            session_timeout: self.session_timeout,
             connect_timeout: self.connect_timeout,
-            digest,
-            tls,
+            store: Store::ZooKeeper {
+                address,
+                session_timeout: self.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT),
+                digest,
+                tls,
+            },
         })
     }
+
+    /// `etcd://` takes none of ZooKeeper's flags (and ignores
+    /// `SERVERSET_DIGEST`, which may be set for other commands).
+    fn validate_etcd(self, endpoints: &str) -> Result<Connect, String> {
+        let zookeeper_only = [
+            ("--session-timeout", self.session_timeout.is_some()),
+            ("--digest", self.digest.is_some()),
+            ("--tls-ca", self.tls_ca.is_some()),
+            ("--tls-cert", self.tls_cert.is_some()),
+            ("--tls-key", self.tls_key.is_some()),
+        ];
+        if let Some((flag, _)) = zookeeper_only.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{flag} is a ZooKeeper setting: an etcd:// connect string takes only --connect-timeout"
+            ));
+        }
+        check_etcd_endpoints(endpoints)?;
+        Ok(Connect {
+            connect_timeout: self.connect_timeout,
+            store: Store::Etcd {
+                endpoints: endpoints.to_owned(),
+            },
+        })
+    }
+}
+
+/// `host:port[,host:port]` (each optionally `http://host:port`), checked
+/// before connecting.
+fn check_etcd_endpoints(endpoints: &str) -> Result<(), String> {
+    let expected = "expected etcd://host:port[,host:port]";
+    // `split` yields at least one (maybe empty) endpoint.
+    for endpoint in endpoints.split(',').map(str::trim) {
+        if endpoint.is_empty() {
+            return Err(format!(
+                "etcd://{endpoints}: an empty endpoint ({expected})"
+            ));
+        }
+        let authority = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+        authority
+            .parse::<Endpoint>()
+            .map_err(|e| format!("etcd://{endpoints}: {e} ({expected})"))?;
+    }
+    Ok(())
 }
 
 /// `USER:PASS` from `source` (never echoed: it holds a password).
@@ -842,16 +1055,21 @@ async fn run(plan: Plan) -> Result<(), BoxError> {
         Plan::Watch {
             connect,
             path,
-            selection,
+            options,
             once,
-        } => watch(&mut signals, connect, path, selection, once).await,
+        } => watch(&mut signals, connect, path, options, once).await,
         Plan::Register {
             connect,
             path,
             member,
             check,
-        } => register(&mut signals, connect, path, member, check).await,
-        Plan::Ls { connect, path } => ls(&mut signals, connect, path).await,
+            options,
+        } => register(&mut signals, connect, path, member, check, *options).await,
+        Plan::Ls {
+            connect,
+            path,
+            format,
+        } => ls(&mut signals, connect, path, format).await,
         Plan::Serve { connect, options } => serve(&mut signals, connect, options).await,
         Plan::Ring(r) => ring(&r),
         Plan::Completions(shell) => completions(shell),
@@ -907,21 +1125,39 @@ impl Signals {
     }
 }
 
-/// Connects; `Ok(Err(signal))` if a signal came first.
+/// Connects to ZooKeeper or etcd; `Ok(Err(signal))` if a signal came
+/// first.
 async fn connect(
     signals: &mut Signals,
     connect: &Connect,
-) -> Result<Result<Client, &'static str>, BoxError> {
-    let mut builder = Client::builder(connect.address.as_str())
-        .session_timeout(connect.session_timeout)
-        .connect_timeout(connect.connect_timeout);
-    if let Some((user, pass)) = &connect.digest {
-        builder = builder.digest(user, pass);
-    }
-    if let Some(tls) = &connect.tls {
-        builder = builder.tls(tls.clone());
-    }
-    match signals.or_signal(builder.connect()).await {
+) -> Result<Result<Backend, &'static str>, BoxError> {
+    let connecting = async {
+        match &connect.store {
+            Store::ZooKeeper {
+                address,
+                session_timeout,
+                digest,
+                tls,
+            } => {
+                let mut builder = Client::builder(address.as_str())
+                    .session_timeout(*session_timeout)
+                    .connect_timeout(connect.connect_timeout);
+                if let Some((user, pass)) = digest {
+                    builder = builder.digest(user, pass);
+                }
+                if let Some(tls) = tls {
+                    builder = builder.tls(tls.clone());
+                }
+                builder.connect().await.map(Backend::from)
+            }
+            Store::Etcd { endpoints } => EtcdClient::builder(endpoints.as_str())
+                .connect_timeout(connect.connect_timeout)
+                .connect()
+                .await
+                .map(Backend::from),
+        }
+    };
+    match signals.or_signal(connecting).await {
         // Settings the library refuses (an unusable certificate) are the
         // user's to fix: a usage error.
         Ok(Err(serversets::Error::InvalidConfig(message))) => Err(Box::new(UsageError(message))),
@@ -933,11 +1169,15 @@ async fn connect(
     }
 }
 
-/// Closes the session (its ephemeral nodes go at once), bounded in time.
-async fn close(client: Client, connect: &Connect) {
-    let limit = connect.session_timeout + Duration::from_secs(2);
-    if tokio::time::timeout(limit, client.close()).await.is_err() {
-        warn!("closing the ZooKeeper session timed out");
+/// Closes the session (its ephemeral nodes go at once) or the etcd
+/// client, bounded in time.
+async fn close(backend: Backend, connect: &Connect) {
+    let store = backend.store();
+    if tokio::time::timeout(connect.close_limit(), backend.close())
+        .await
+        .is_err()
+    {
+        warn!(store, "closing the connection timed out");
     }
 }
 
@@ -970,7 +1210,7 @@ async fn watch(
     signals: &mut Signals,
     connect: Connect,
     path: ServerSetPath,
-    selection: Selection,
+    options: WatchOptions,
     once: bool,
 ) -> Result<(), BoxError> {
     let client = match self::connect(signals, &connect).await? {
@@ -978,19 +1218,19 @@ async fn watch(
         Err(signal) if once => return Err(interrupted(signal, "the set was read")),
         Err(_) => return Ok(()),
     };
-    let result = follow(signals, &client, &path, selection, once).await;
+    let result = follow(signals, &client, &path, options, once).await;
     close(client, &connect).await;
     result
 }
 
 async fn follow(
     signals: &mut Signals,
-    client: &Client,
+    client: &Backend,
     path: &ServerSetPath,
-    selection: Selection,
+    options: WatchOptions,
     once: bool,
 ) -> Result<(), BoxError> {
-    let watch = match signals.or_signal(client.watch_with(path, selection)).await {
+    let watch = match signals.or_signal(client.watch_with(path, options)).await {
         Ok(watch) => watch?,
         Err(signal) if once => return Err(interrupted(signal, "the set was read")),
         Err(_) => return Ok(()),
@@ -1065,12 +1305,13 @@ async fn register(
     path: ServerSetPath,
     member: Member,
     check: Option<HealthCheck>,
+    options: RegisterOptions,
 ) -> Result<(), BoxError> {
     let options = match check {
-        None => RegisterOptions::new(),
+        None => options,
         Some(check) => {
             let checker = Arc::new(Checker::new(check.clone())?);
-            RegisterOptions::new()
+            options
                 .health_check(move || {
                     let checker = Arc::clone(&checker);
                     async move { checker.check().await }
@@ -1088,7 +1329,7 @@ async fn register(
 
 async fn stay_registered(
     signals: &mut Signals,
-    client: &Client,
+    client: &Backend,
     connect: &Connect,
     path: &ServerSetPath,
     member: Member,
@@ -1130,12 +1371,11 @@ async fn stay_registered(
             },
         }
     }
-    let limit = connect.session_timeout + Duration::from_secs(2);
-    if tokio::time::timeout(limit, registration.close())
+    if tokio::time::timeout(connect.close_limit(), registration.close())
         .await
         .is_err()
     {
-        warn!("deregistering timed out; the member goes with the session");
+        warn!("deregistering timed out; the member goes with the session (etcd: its lease)");
     }
     Ok(())
 }
@@ -1277,12 +1517,17 @@ impl<'a> From<&'a RawChild> for ChildJson<'a> {
     }
 }
 
-async fn ls(signals: &mut Signals, connect: Connect, path: ServerSetPath) -> Result<(), BoxError> {
+async fn ls(
+    signals: &mut Signals,
+    connect: Connect,
+    path: ServerSetPath,
+    format: Format,
+) -> Result<(), BoxError> {
     let client = match self::connect(signals, &connect).await? {
         Ok(client) => client,
         Err(signal) => return Err(interrupted(signal, "the set was read")),
     };
-    let result = match signals.or_signal(client.inspect(&path)).await {
+    let result = match signals.or_signal(client.inspect(&path, format)).await {
         Ok(Ok(children)) => children
             .iter()
             .map(ChildJson::from)

@@ -1647,3 +1647,389 @@ fn http_check_needs_a_2xx_answer() {
         reg.stderr_now()
     );
 }
+
+// ---------------------------------------------------------------------------
+// etcd: the same commands with an `etcd://host:port` connect string.
+
+/// `etcd://127.0.0.1:PORT` of a test server.
+fn etcd_url(etcd: &testkit::Etcd) -> String {
+    format!("etcd://{}", etcd.endpoint())
+}
+
+#[test]
+fn etcd_register_watch_ls_and_deregister() {
+    let etcd = common::etcd();
+    let ep = etcd_url(&etcd);
+    let set = "/services/users";
+
+    let (mut a, a_key) = register(&[
+        &ep,
+        set,
+        "127.0.0.1:9090",
+        "--ttl",
+        "5",
+        "--shard",
+        "2",
+        "--additional",
+        "http=127.0.0.1:8080",
+        "--metadata",
+        "zone=eu",
+    ]);
+    assert!(
+        a_key.starts_with(&format!("{set}/member_")),
+        "etcd key: {a_key}"
+    );
+    let a_name = name_of(&a_key).to_owned();
+    // etcd holds exactly that key, in Finagle's JSON, on a 5 s lease.
+    let stored = etcd.get_prefix(&format!("{set}/")).expect("get_prefix");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].0, a_key);
+    let data: Value = serde_json::from_str(&stored[0].1).expect("Finagle JSON");
+    assert_eq!(
+        data["serviceEndpoint"],
+        json!({"host": "127.0.0.1", "port": 9090}),
+        "{data}"
+    );
+    assert_eq!(data["status"], "ALIVE", "{data}");
+    assert_eq!(common::granted_ttl(&etcd, &a_key), 5);
+
+    // watch --once: the ZooKeeper schema exactly.
+    let all = once(&["watch", &ep, set, "--once"]);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(keys(&all[0]), member_keys(), "{}", all[0]);
+    assert_eq!(
+        all[0],
+        json!({
+            "member": a_name,
+            "host": "127.0.0.1",
+            "port": 9090,
+            "shard": 2,
+            "weight": 1.0,
+            "status": "ALIVE",
+            "additional": {"http": {"host": "127.0.0.1", "port": 8080}},
+            "metadata": {"zone": "eu"},
+        })
+    );
+    let http = once(&["watch", &ep, set, "--endpoint", "http", "--once"]);
+    assert_eq!(names_ports(&http), [(a_name.clone(), 8080)]);
+    assert!(once(&["watch", &ep, set, "--shard", "3", "--once"]).is_empty());
+    // --format finagle is the default, and may be given.
+    let explicit = once(&["watch", &ep, set, "--format", "finagle", "--once"]);
+    assert_eq!(explicit, all);
+
+    // A register without --ttl gets the default lease (10 s); a key of
+    // another set, and one further down, are not members.
+    let (mut b, b_key) = register(&[&ep, set, "127.0.0.1:9091"]);
+    assert_eq!(common::granted_ttl(&etcd, &b_key), 10);
+    let b_name = name_of(&b_key).to_owned();
+    etcd.put("/services/users2/member_x", &stored[0].1)
+        .expect("put");
+    etcd.put(&format!("{set}/sub/member_y"), &stored[0].1)
+        .expect("put");
+    etcd.put(&format!("{set}/config"), "x=1").expect("put");
+    etcd.put(&format!("{set}/member_bad"), "{not json")
+        .expect("put");
+    let mut want = vec![(a_name.clone(), 9090), (b_name.clone(), 9091)];
+    want.sort();
+    let mut got = names_ports(&once(&["watch", &ep, set, "--once"]));
+    got.sort();
+    assert_eq!(got, want, "only the well-formed members of {set}");
+
+    // ls: one line per key directly below the set, sorted by name.
+    // SERVERSET_DIGEST (a ZooKeeper setting) is ignored with etcd.
+    let out = run_env(&["ls", &ep, set], &[(DIGEST_ENV, "not-a-digest")]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let children = json_lines(&out);
+    let names: Vec<&str> = children
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect();
+    let mut sorted = vec!["config", "member_bad", a_name.as_str(), b_name.as_str()];
+    sorted.sort();
+    assert_eq!(names, sorted, "{out:?}");
+    let child = |name: &str| children.iter().find(|c| c["name"] == name).unwrap();
+    let a_child = child(&a_name);
+    assert_eq!(
+        keys(a_child),
+        ["name", "data", "parsed"].into(),
+        "{a_child}"
+    );
+    assert_eq!(a_child["parsed"], true);
+    assert_eq!(a_child["data"], stored[0].1.as_str());
+    let bad = child("member_bad");
+    assert_eq!(bad["parsed"], false, "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .expect("an error")
+            .starts_with("invalid JSON"),
+        "{bad}"
+    );
+    assert_eq!(
+        *child("config"),
+        json!({"name": "config", "data": "x=1", "parsed": null})
+    );
+    let out = run(&["ls", &ep, "/services/nothing-here"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Streaming: the snapshot, then each change.
+    let mut watch = Proc::spawn("watch etcd", &["watch", &ep, set]);
+    let snapshot = watch.json("the snapshot");
+    assert_eq!(snapshot.as_array().map(Vec::len), Some(2), "{snapshot}");
+    let (mut c, c_key) = register(&[&ep, set, "127.0.0.1:9092", "--ttl", "3"]);
+    assert_eq!(added_one(&mut watch, 9092, 3, "c added"), name_of(&c_key));
+
+    // SIGTERM deregisters (revokes the lease) before exiting 0.
+    a.stop("TERM");
+    assert!(
+        !common::etcd_keys(&etcd, &format!("{set}/")).contains(&a_key),
+        "{a_key} is gone once register exits"
+    );
+    removed_one(&mut watch, &a_name, 2, "a removed");
+    b.stop("INT");
+    assert!(!common::etcd_keys(&etcd, &format!("{set}/")).contains(&b_key));
+    removed_one(&mut watch, &b_name, 1, "b removed");
+    c.stop("TERM");
+    removed_one(&mut watch, name_of(&c_key), 0, "c removed");
+    watch.stop("TERM");
+    assert!(once(&["watch", &ep, set, "--once"]).is_empty());
+    let mut left = common::etcd_keys(&etcd, &format!("{set}/"));
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            format!("{set}/config"),
+            format!("{set}/member_bad"),
+            format!("{set}/sub/member_y"),
+        ],
+        "only what the test put itself"
+    );
+}
+
+#[test]
+fn etcd_naming_format_is_read_and_written_exactly() {
+    let etcd = common::etcd();
+    let ep = etcd_url(&etcd);
+    let set = "/services/users";
+    // As Go's etcd endpoints manager writes them.
+    etcd.put(
+        "/services/users/10.0.0.1:8080",
+        r#"{"Op":0,"Addr":"10.0.0.1:8080","Metadata":{"zone":"eu"}}"#,
+    )
+    .expect("put");
+    etcd.put("/services/users2/x:1", r#"{"Op":0,"Addr":"x:1"}"#)
+        .expect("put");
+
+    let naming = once(&["watch", &ep, set, "--once", "--format", "etcd-naming"]);
+    assert_eq!(
+        naming,
+        [json!({
+            "member": "10.0.0.1:8080",
+            "host": "10.0.0.1",
+            "port": 8080,
+            "shard": null,
+            "weight": 1.0,
+            "status": "ALIVE",
+            "additional": {},
+            "metadata": {"zone": "eu"},
+        })],
+        "exactly the naming entry of {set}, not {set}2's"
+    );
+    // In Finagle's format the naming keys are not members.
+    assert!(once(&["watch", &ep, set, "--once"]).is_empty());
+
+    let (mut reg, key) = register(&[
+        &ep,
+        set,
+        "127.0.0.1:9091",
+        "--format",
+        "etcd-naming",
+        "--metadata",
+        "zone=us",
+        "--ttl",
+        "5",
+    ]);
+    assert_eq!(key, "/services/users/127.0.0.1:9091");
+    let stored = etcd.get_prefix(&key).expect("get_prefix");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        stored[0].1.contains(r#""Addr":"127.0.0.1:9091""#),
+        "{stored:?}"
+    );
+    let value: Value = serde_json::from_str(&stored[0].1).expect("JSON");
+    assert_eq!(
+        value,
+        json!({"Op": 0, "Addr": "127.0.0.1:9091", "Metadata": {"zone": "us"}})
+    );
+    assert_eq!(common::granted_ttl(&etcd, &key), 5);
+
+    let both = once(&["watch", &ep, set, "--format", "etcd-naming", "--once"]);
+    let mut got = names_ports(&both);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("10.0.0.1:8080".to_owned(), 8080),
+            ("127.0.0.1:9091".to_owned(), 9091)
+        ]
+    );
+    let ours = both
+        .iter()
+        .find(|m| m["port"] == 9091)
+        .expect("the registered member");
+    assert_eq!(keys(ours), member_keys());
+    assert_eq!(ours["host"], "127.0.0.1");
+    assert_eq!(ours["metadata"], json!({"zone": "us"}));
+
+    // ls in the naming format: both parsed; in Finagle's: not members.
+    let out = run(&["ls", &ep, set, "--format", "etcd-naming"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let children = json_lines(&out);
+    assert_eq!(children.len(), 2, "{out:?}");
+    assert_eq!(children[0]["name"], "10.0.0.1:8080");
+    assert_eq!(children[1]["name"], "127.0.0.1:9091");
+    assert!(children.iter().all(|c| c["parsed"] == true), "{out:?}");
+    let out = run(&["ls", &ep, set]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        json_lines(&out).iter().all(|c| c["parsed"].is_null()),
+        "{out:?}"
+    );
+
+    // A streaming watch sees the registration leave; etcd no longer has it.
+    let mut watch = Proc::spawn(
+        "watch etcd-naming",
+        &["watch", &ep, set, "--format", "etcd-naming"],
+    );
+    let snapshot = watch.json("the snapshot");
+    assert_eq!(snapshot.as_array().map(Vec::len), Some(2), "{snapshot}");
+    reg.stop("TERM");
+    assert!(etcd.get_prefix(&key).expect("get_prefix").is_empty());
+    removed_one(&mut watch, "127.0.0.1:9091", 1, "the registration left");
+    watch.stop("INT");
+}
+
+#[test]
+fn etcd_usage_errors_exit_2_and_unreachable_etcd_exits_1() {
+    // Found before any connection (nothing listens on port 1).
+    let e = "etcd://127.0.0.1:1";
+    let z = "127.0.0.1:1";
+    usage_error(
+        &["register", z, "/a", "127.0.0.1:1", "--ttl", "5"],
+        &[],
+        &["--ttl", "etcd"],
+    );
+    usage_error(
+        &["watch", z, "/a", "--format", "etcd-naming"],
+        &[],
+        &["--format etcd-naming", "Finagle"],
+    );
+    usage_error(
+        &["ls", z, "/a", "--format", "etcd-naming"],
+        &[],
+        &["Finagle"],
+    );
+    usage_error(
+        &["register", z, "/a", "h:1", "--format", "etcd-naming"],
+        &[],
+        &["Finagle"],
+    );
+    for flag in [
+        &["--tls-ca", "x"][..],
+        &["--tls-cert", "x"],
+        &["--tls-key", "x"],
+        &["--digest", "u:p"],
+        &["--session-timeout", "5"],
+    ] {
+        for command in [
+            &["watch", e, "/a"][..],
+            &["ls", e, "/a"],
+            &["register", e, "/a", "h:1"],
+            &["serve", e],
+        ] {
+            let mut args = command.to_vec();
+            args.extend_from_slice(flag);
+            usage_error(&args, &[], &[flag[0], "ZooKeeper", "etcd://"]);
+        }
+    }
+    usage_error(&["ls", "etcd://", "/a"], &[], &["etcd://"]);
+    usage_error(&["watch", "etcd://h:1/chroot", "/a"], &[], &["etcd://"]);
+    usage_error(&["watch", "etcd://h:1,,h:2", "/a"], &[], &["empty"]);
+    usage_error(&["watch", "zk2!etcd://h:1!/a"], &[], &["ZooKeeper"]);
+    usage_error(&["watch", e], &[], &["missing <PATH>"]);
+    usage_error(&["register", e, "relative", "h:1"], &[], &["\"relative\""]);
+    // clap's own errors (several lines): exit 2, nothing on stdout.
+    for args in [
+        &["watch", e, "/a", "--format", "bogus"][..],
+        &["register", e, "/a", "h:1", "--ttl", "0"],
+        &["register", e, "/a", "h:1", "--ttl", "3601"],
+        &["register", e, "/a", "h:1", "--ttl", "1.5"],
+        &["ls", e, "/a", "--ttl", "5"],
+        &["watch", e, "/a", "--ttl", "5"],
+        &["serve", e, "--format", "finagle"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+    }
+    let out = run(&["watch", e, "/a", "--format", "bogus"]);
+    assert!(
+        out.stderr.contains("finagle") && out.stderr.contains("etcd-naming"),
+        "the possible values are named: {out:?}"
+    );
+
+    // Nobody listens on this port: exit 1 naming the address.
+    let port = testkit::free_port().expect("free port");
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("etcd://{addr}");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["watch", &url, "/a", "--once", "--connect-timeout", "2"],
+        vec!["watch", &url, "/a", "--connect-timeout", "2"],
+        vec![
+            "register",
+            &url,
+            "/a",
+            "127.0.0.1:1",
+            "--connect-timeout",
+            "2",
+        ],
+        vec!["ls", &url, "/a", "--connect-timeout", "2"],
+        vec![
+            "serve",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--connect-timeout",
+            "2",
+        ],
+    ];
+    for args in &commands {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(out.elapsed < Duration::from_secs(30), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        let errors = out.error_lines();
+        assert_eq!(errors.len(), 1, "{args:?}: one error line: {out:?}");
+        assert!(
+            errors[0].contains("etcd") && errors[0].contains(&addr),
+            "{args:?}: names the store and address: {out:?}"
+        );
+    }
+
+    // The help says how to use etcd.
+    let top = run(&["--help"]).stdout.join("\n");
+    assert!(top.contains("etcd://127.0.0.1:2379"), "{top}");
+    for command in ["watch", "register", "ls", "serve"] {
+        let out = run(&[command, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let text = out.stdout.join("\n");
+        assert!(text.contains("etcd://"), "{command} --help: {text}");
+        if command != "serve" {
+            assert!(text.contains("--format <FORMAT>"), "{command}: {text}");
+            assert!(text.contains("etcd-naming"), "{command}: {text}");
+        }
+    }
+    let register = run(&["register", "--help"]).stdout.join("\n");
+    assert!(register.contains("--ttl <SECS>"), "{register}");
+}

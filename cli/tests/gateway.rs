@@ -1,7 +1,8 @@
 //! `serverset serve` against a real ZooKeeper, through HTTP: every route,
 //! TTL registrations seen by a library watch, members of another client
 //! reaching an SSE subscriber, expiry, tokens, and every bad input (each
-//! checked to register nothing).
+//! checked to register nothing). Then the same gateway on a real etcd, in
+//! both of its storage formats.
 
 mod common;
 
@@ -21,10 +22,16 @@ struct Gateway {
 
 impl Gateway {
     async fn start(connect: &str, token: Option<&str>) -> Gateway {
+        Gateway::start_with(connect, token, &[]).await
+    }
+
+    /// Starts it with these extra flags.
+    async fn start_with(connect: &str, token: Option<&str>, extra: &[&str]) -> Gateway {
         let port = testkit::free_port().expect("free port");
         let mut command = Command::new(env!("CARGO_BIN_EXE_serverset"));
         command
             .args(["serve", connect, "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env_remove("SERVERSET_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -170,6 +177,50 @@ async fn members_leader_paths_health_and_metrics() {
     let (status, body) = get_json(&gateway.url("/v2/nothing")).await;
     assert_eq!(status, 404);
     assert!(body["error"].is_string());
+
+    // ZooKeeper sets are Finagle's: format=finagle is fine, another is
+    // refused on every set route, and a bad one too.
+    let all_again = wait_ports(
+        &gateway,
+        &format!("path={dir}&format=finagle"),
+        &[9001, 9002],
+    )
+    .await;
+    assert_eq!(all_again, all);
+    for route in ["members", "leader", "events"] {
+        let (status, body) =
+            get_json(&gateway.url(&format!("/v1/{route}?path={dir}&format=etcd-naming"))).await;
+        assert_eq!(status, 400, "{route}: {body}");
+        let error = body["error"].as_str().expect("an error");
+        assert!(error.contains("Finagle"), "{route}: {error}");
+        let (status, body) =
+            get_json(&gateway.url(&format!("/v1/{route}?path={dir}&format=bogus"))).await;
+        assert_eq!(status, 400, "{route}: {body}");
+        assert!(body["error"].as_str().expect("an error").contains("bogus"));
+    }
+    let (status, body) = put(
+        &gateway,
+        "a",
+        &format!("{dir}&format=etcd-naming"),
+        &json!({"host": "10.0.0.9", "port": 9009}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .expect("an error")
+        .contains("Finagle"));
+    let r = http()
+        .delete(gateway.url(&format!("/v1/instances/a?path={dir}&format=etcd-naming")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        other.list_children(dir).await.unwrap().len(),
+        2,
+        "nothing registered"
+    );
 }
 
 async fn put(gateway: &Gateway, id: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -727,4 +778,288 @@ async fn racing_puts_of_one_id_leave_exactly_the_last_one() {
         }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// The gateway on etcd.
+
+/// Runs a blocking testkit call (etcdctl) off the async workers.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// The keys below `prefix`, as etcdctl sees them.
+fn keys_below(etcd: &testkit::Etcd, prefix: &str) -> Vec<String> {
+    blocking(|| etcd_keys(etcd, prefix))
+}
+
+/// Waits until the members of `query` have these ports, in any order.
+async fn wait_port_set(gateway: &Gateway, query: &str, want: &[u64]) -> Value {
+    let mut want = want.to_vec();
+    want.sort_unstable();
+    within("the members", async {
+        loop {
+            let (status, body) = get_json(&gateway.url(&format!("/v1/members?{query}"))).await;
+            assert_eq!(status, 200, "{body}");
+            let mut got = ports(&body);
+            got.sort_unstable();
+            if got == want {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+async fn delete(gateway: &Gateway, id: &str, query: &str) -> (u16, Value) {
+    let r = http()
+        .delete(gateway.url(&format!("/v1/instances/{id}?{query}")))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_health(gateway: &Gateway, status: u16, session: &str) {
+    within(&format!("/healthz {status}"), async {
+        loop {
+            let (now, body) = get_json(&gateway.url("/healthz")).await;
+            if now == status {
+                assert_eq!(body, json!({ "session": session }));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_gateway_serves_sets_and_registers_instances_in_both_formats() {
+    let mut etcd = etcd();
+    let connect = format!("etcd://{}", etcd.endpoint());
+    let gateway = Gateway::start_with(&connect, None, &["--connect-timeout", "3"]).await;
+    let dir = "/services/users";
+    let (status, health) = get_json(&gateway.url("/healthz")).await;
+    assert_eq!((status, health), (200, json!({"session": "Connected"})));
+
+    // Another client's member (no lease), in Finagle's JSON.
+    let other = String::from_utf8(codec::encode(&member(7001))).unwrap();
+    blocking(|| etcd.put(&format!("{dir}/member_other"), &other)).expect("put");
+    let all = wait_port_set(&gateway, &format!("path={dir}"), &[7001]).await;
+    assert_eq!(all[0]["member"], "member_other");
+    assert_eq!(all[0]["status"], "ALIVE");
+
+    // A Finagle instance: a member_ key on a lease of etcd's default TTL
+    // (10 s, whatever ttl_secs says: the gateway keeps it alive).
+    let body = json!({
+        "host": "127.0.0.1", "port": 9100,
+        "additional": {"admin": {"host": "127.0.0.1", "port": 9990}},
+        "shard": 1, "metadata": {"lang": "python"}, "ttl_secs": 30
+    });
+    let (status, created) = put(&gateway, "a", dir, &body).await;
+    assert_eq!(status, 201, "{created}");
+    let a_key = created["znode"].as_str().expect("the key").to_owned();
+    assert!(a_key.starts_with(&format!("{dir}/member_")), "{a_key}");
+    let members = wait_port_set(&gateway, &format!("path={dir}"), &[7001, 9100]).await;
+    let a = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["port"] == 9100)
+        .unwrap();
+    assert_eq!(a["member"], a_key.rsplit('/').next().unwrap());
+    assert_eq!(a["shard"], 1);
+    assert_eq!(a["metadata"], json!({"lang": "python"}));
+    assert_eq!(a["additional"]["admin"]["port"], 9990);
+    let stored = blocking(|| etcd.get_prefix(&a_key)).expect("get_prefix");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let decoded = codec::decode(stored[0].1.as_bytes()).expect("Finagle JSON");
+    assert_eq!(
+        decoded.member.service_endpoint,
+        Endpoint::new("127.0.0.1", 9100)
+    );
+    assert_eq!(blocking(|| granted_ttl(&etcd, &a_key)), 10);
+    let (status, renewed) = put(&gateway, "a", dir, &body).await;
+    assert_eq!(
+        (status, &renewed["renewed"]),
+        (200, &json!(true)),
+        "{renewed}"
+    );
+    assert_eq!(renewed["znode"], a_key.as_str());
+
+    // An etcd-naming instance: key PATH/HOST:PORT, etcd's naming value.
+    let naming = format!("path={dir}&format=etcd-naming");
+    let mut events = SseReader::open(&gateway.url(&format!("/v1/events?{naming}"))).await;
+    let current = events.next().await;
+    assert_eq!(current.event, "leader", "an empty set: no up first");
+    assert_eq!(current.data, Value::Null);
+    assert_eq!(events.next().await.event, "current");
+    let health = events.next().await;
+    assert_eq!(
+        (health.event.as_str(), &health.data),
+        (
+            "health",
+            &json!({"watch": "Connected", "session": "Connected"})
+        )
+    );
+    let (status, created) = put(
+        &gateway,
+        "b",
+        &format!("{dir}&format=etcd-naming"),
+        &json!({"host": "127.0.0.1", "port": 9101, "metadata": {"zone": "eu"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let b_key = format!("{dir}/127.0.0.1:9101");
+    assert_eq!(created["znode"], b_key.as_str());
+    let stored = blocking(|| etcd.get_prefix(&b_key)).expect("get_prefix");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        stored[0].1.contains(r#""Addr":"127.0.0.1:9101""#),
+        "{stored:?}"
+    );
+    let value: Value = serde_json::from_str(&stored[0].1).unwrap();
+    assert_eq!(
+        value,
+        json!({"Op": 0, "Addr": "127.0.0.1:9101", "Metadata": {"zone": "eu"}})
+    );
+    let up = events.next().await;
+    assert_eq!((up.event.as_str(), &up.data["port"]), ("up", &json!(9101)));
+    assert_eq!(up.data["member"], "127.0.0.1:9101");
+    let leader = events.next().await;
+    assert_eq!(
+        (leader.event.as_str(), &leader.data["port"]),
+        ("leader", &json!(9101))
+    );
+    let members = wait_port_set(&gateway, &naming, &[9101]).await;
+    assert_eq!(members[0]["metadata"], json!({"zone": "eu"}));
+    let (status, leader) = get_json(&gateway.url(&format!("/v1/leader?{naming}"))).await;
+    assert_eq!((status, &leader["port"]), (200, &json!(9101)), "{leader}");
+    // The formats are separate sets of keys.
+    wait_port_set(&gateway, &format!("path={dir}"), &[7001, 9100]).await;
+    wait_port_set(
+        &gateway,
+        &format!("path={dir}&format=finagle"),
+        &[7001, 9100],
+    )
+    .await;
+    // The library's own etcd client agrees.
+    let library = serversets::EtcdClient::connect(&etcd.endpoint())
+        .await
+        .unwrap();
+    let path = ServerSetPath::new(dir).unwrap();
+    let watch = library
+        .watch_with(
+            &path,
+            serversets::WatchOptions::new().format(serversets::naming::Format::EtcdNaming),
+        )
+        .await
+        .unwrap();
+    let seen: Vec<Endpoint> = watch
+        .current()
+        .entries()
+        .iter()
+        .map(|e| e.endpoint.clone())
+        .collect();
+    assert_eq!(seen, [Endpoint::new("127.0.0.1", 9101)]);
+    let (status, paths) = get_json(&gateway.url("/v1/paths")).await;
+    assert_eq!((status, paths), (200, json!([dir])));
+
+    // Bad formats: 400 everywhere, nothing registered.
+    let before = keys_below(&etcd, "/");
+    for route in ["members", "leader", "events"] {
+        let (status, body) =
+            get_json(&gateway.url(&format!("/v1/{route}?path={dir}&format=bogus"))).await;
+        assert_eq!(status, 400, "{route}: {body}");
+        assert!(body["error"].as_str().expect("an error").contains("bogus"));
+    }
+    let (status, body) = put(
+        &gateway,
+        "c",
+        &format!("{dir}&format=zk"),
+        &json!({"host": "127.0.0.1", "port": 9102}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().expect("an error").contains("\"zk\""));
+    let (status, body) = delete(&gateway, "a", &format!("path={dir}&format=bogus")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(keys_below(&etcd, "/"), before, "nothing written");
+
+    // DELETE revokes the lease: the key is gone by the 204, long before
+    // the lease's TTL (10 s) could run out.
+    let (status, body) = delete(&gateway, "a", &format!("path={dir}")).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        !keys_below(&etcd, &a_key).contains(&a_key),
+        "revoked by the 204"
+    );
+    wait_port_set(&gateway, &format!("path={dir}"), &[7001]).await;
+    let (status, _) = delete(&gateway, "b", &naming).await;
+    assert_eq!(status, 204);
+    assert!(
+        !keys_below(&etcd, &b_key).contains(&b_key),
+        "revoked by the 204"
+    );
+    let down = events.next().await;
+    assert_eq!(
+        (down.event.as_str(), &down.data["port"]),
+        ("down", &json!(9101))
+    );
+    let (status, _) = delete(&gateway, "b", &naming).await;
+    assert_eq!(status, 404);
+    wait_port_set(&gateway, &naming, &[]).await;
+
+    // Not renewed within ttl_secs: the gateway deletes it from etcd.
+    let (status, created) = put(
+        &gateway,
+        "short",
+        dir,
+        &json!({"host": "127.0.0.1", "port": 9103, "ttl_secs": 1}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let short_key = created["znode"].as_str().expect("the key").to_owned();
+    assert!(keys_below(&etcd, dir).contains(&short_key));
+    within("the expiry", async {
+        while keys_below(&etcd, dir).contains(&short_key) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    wait_port_set(&gateway, &format!("path={dir}"), &[7001]).await;
+    assert_eq!(keys_below(&etcd, dir), [format!("{dir}/member_other")]);
+
+    // etcd down: /healthz says so, the last set is still served, a new
+    // set or a registration is 503; etcd back: healthy again.
+    blocking(|| etcd.stop());
+    wait_health(&gateway, 503, "Disconnected").await;
+    let (status, body) = get_json(&gateway.url(&format!("/v1/members?path={dir}"))).await;
+    assert_eq!((status, ports(&body)), (200, vec![7001]), "{body}");
+    let (status, body) = get_json(&gateway.url("/v1/members?path=/services/new")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (status, body) = put(
+        &gateway,
+        "down",
+        dir,
+        &json!({"host": "127.0.0.1", "port": 9104}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    blocking(|| etcd.start_again()).expect("etcd restarts");
+    wait_health(&gateway, 200, "Connected").await;
+    let (status, created) = put(
+        &gateway,
+        "again",
+        dir,
+        &json!({"host": "127.0.0.1", "port": 9105}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    wait_port_set(&gateway, &format!("path={dir}"), &[7001, 9105]).await;
+    library.close().await;
 }

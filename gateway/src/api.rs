@@ -93,9 +93,10 @@ pub async fn paths(State(gateway): State<Arc<Gateway>>) -> Json<Vec<String>> {
     Json(paths.into_iter().collect())
 }
 
-/// `GET /healthz`: 200 while the session is connected, 503 otherwise.
+/// `GET /healthz`: 200 while the ZooKeeper session is connected (on etcd:
+/// while etcd answers), 503 otherwise.
 pub async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
-    let health = gateway.client.health();
+    let health = gateway.backend.health();
     let status = if health == Health::Connected {
         StatusCode::OK
     } else {

@@ -30,7 +30,7 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// 503: ZooKeeper cannot serve it now.
+    /// 503: the store (ZooKeeper, etcd) cannot serve it now.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
@@ -62,6 +62,9 @@ impl From<serversets::Error> for ApiError {
                 };
                 Self::new(status, e.to_string())
             }
+            // etcd unreachable, or a request of it failing on the way:
+            // retrying later may help.
+            Error::Etcd { .. } => Self::unavailable(e.to_string()),
             _ => Self::unavailable(e.to_string()),
         }
     }

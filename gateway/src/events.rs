@@ -2,8 +2,9 @@
 //! discoverd stream): one `up` per current member, a `leader`, a
 //! `current` (the whole set), then `up` / `down` / `leader` as the set
 //! changes, and `health` at start and on each change of the watch's or
-//! the session's health. Every event has an `id:`; a comment every 15 s
-//! keeps idle connections alive.
+//! the session's health (on etcd, `session` is the etcd connection's).
+//! Every event has an `id:`; a comment every 15 s keeps idle connections
+//! alive.
 //!
 //! A client that falls behind gets no backlog: the watch's change stream
 //! coalesces what it missed, and a change that spans several versions is
@@ -47,7 +48,7 @@ pub async fn events(
     let feed = Feed::new(
         watch.changes(),
         watch.health_watcher(),
-        gateway.client.health_watcher(),
+        gateway.backend.health_watcher(),
         gateway.shutdown.clone(),
         permit,
     );

@@ -1,8 +1,14 @@
-//! `PUT /v1/instances/{id}?path=P` and `DELETE`: Finagle members
-//! registered through the gateway's session for as long as their client
-//! renews them within their TTL (Flynn's heartbeats: every 5 s for a 10 s
-//! TTL). A renewal with the same data writes nothing to ZooKeeper; other
-//! data replaces the member; an expired instance is deleted.
+//! `PUT /v1/instances/{id}?path=P[&format=F]` and `DELETE`: members
+//! registered through the gateway's connection (a ZooKeeper session, or an
+//! etcd client) for as long as their client renews them within their TTL
+//! (Flynn's heartbeats: every 5 s for a 10 s TTL). A renewal with the same
+//! data writes nothing to the store; other data (or another format)
+//! replaces the member; an expired instance is deleted.
+//!
+//! On etcd, `format=etcd-naming` stores the member in etcd's naming format
+//! (its key is then `P/host:port`), and the member's etcd lease has the
+//! default TTL ([`serversets::DEFAULT_TTL`]), kept alive by the gateway:
+//! the instance's own `ttl_secs` is the gateway's, enforced by the gateway.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,7 +21,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serversets::{Client, Endpoint, Member, Registration, ServerSetPath};
+use serversets::naming::Format;
+use serversets::{Backend, Endpoint, Member, RegisterOptions, Registration, ServerSetPath};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -35,9 +42,12 @@ const DEFAULT_TTL_SECS: u64 = 10;
 /// How many instances the gateway holds at most (429 beyond).
 const MAX_INSTANCES: usize = 10_000;
 
+/// What an instance registers: the member and how it is stored.
+type Wanted = (Member, Format);
+
 /// The gateway's registrations and their leases.
 pub struct Instances {
-    client: Client,
+    backend: Backend,
     /// How many are held, for `/metrics`.
     gauge: metrics::Gauge,
     held: Mutex<Held>,
@@ -46,15 +56,15 @@ pub struct Instances {
 }
 
 struct Held {
-    leases: Leases<Key, Member>,
+    leases: Leases<Key, Wanted>,
     /// Each registration with the generation of the lease it was made for.
     registrations: HashMap<Key, (u64, Registration)>,
 }
 
 impl Instances {
-    pub fn new(client: Client) -> Self {
+    pub fn new(backend: Backend) -> Self {
         Instances {
-            client,
+            backend,
             gauge: metrics::gauge!(crate::metric_names::INSTANCES),
             held: Mutex::new(Held {
                 leases: Leases::new(),
@@ -197,11 +207,14 @@ fn authorize(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn set_path(query: Pairs) -> Result<ServerSetPath, ApiError> {
-    SetQuery::path_only(&pairs(query)?)
+/// The set and format of an instances route, checked against the store.
+fn set_path(gateway: &Gateway, query: Pairs) -> Result<(ServerSetPath, Format), ApiError> {
+    let (path, format) = SetQuery::path_only(&pairs(query)?)?;
+    gateway.check_format(format)?;
+    Ok((path, format))
 }
 
-/// `PUT /v1/instances/{id}?path=P`.
+/// `PUT /v1/instances/{id}?path=P[&format=F]`.
 pub async fn put(
     State(gateway): State<Arc<Gateway>>,
     Path(id): Path<String>,
@@ -212,7 +225,7 @@ pub async fn put(
     authorize(&gateway, &headers)?;
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     check_id(&id)?;
-    let path = set_path(query)?;
+    let (path, format) = set_path(&gateway, query)?;
     let (member, ttl) = member_of(&body)?;
     let instances = &gateway.instances;
     let key = (path.as_str().to_owned(), id.clone());
@@ -226,7 +239,7 @@ pub async fn put(
         }
         let renewal = held
             .leases
-            .renew(key.clone(), member.clone(), ttl, Instant::now());
+            .renew(key.clone(), (member.clone(), format), ttl, Instant::now());
         instances.gauge.set(held.leases.len() as f64);
         let generation = held.leases.generation(&key).unwrap_or_default();
         if renewal == Renewal::Renewed {
@@ -249,7 +262,7 @@ pub async fn put(
         key,
         generation,
         path.clone(),
-        member,
+        (member, format),
     ));
     let znode = settling
         .await
@@ -273,10 +286,17 @@ async fn register(
     key: Key,
     generation: u64,
     path: ServerSetPath,
-    member: Member,
+    (member, format): Wanted,
 ) -> Result<Option<String>, ApiError> {
     let instances = &gateway.instances;
-    match instances.client.register(&path, member).await {
+    // On etcd, the default lease TTL: the gateway keeps the lease alive,
+    // and deletes the member itself when the instance's TTL runs out.
+    let options = RegisterOptions::new().format(format);
+    match instances
+        .backend
+        .register_with(&path, member, options)
+        .await
+    {
         Ok(registration) => {
             let znode = registration.znode();
             let (unwanted, current) = {
@@ -342,7 +362,8 @@ fn answer(
     (status, Json(body)).into_response()
 }
 
-/// `DELETE /v1/instances/{id}?path=P`: removes it at once.
+/// `DELETE /v1/instances/{id}?path=P[&format=F]`: removes it at once
+/// (whatever format it was registered in; `format` is only checked).
 pub async fn delete(
     State(gateway): State<Arc<Gateway>>,
     Path(id): Path<String>,
@@ -351,7 +372,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     authorize(&gateway, &headers)?;
     check_id(&id)?;
-    let path = set_path(query)?;
+    let (path, _) = set_path(&gateway, query)?;
     let key = (path.as_str().to_owned(), id.clone());
     let (held_lease, registration) = {
         let mut held = gateway.instances.held.lock().await;

@@ -1,9 +1,10 @@
 //! # serversets-gateway
 //!
 //! The discovery gateway behind `serverset serve`. Services without a
-//! ZooKeeper client follow sets over HTTP and Server-Sent Events and
-//! register as Finagle members with a TTL they renew; operators watch sets
-//! live in a browser. One ZooKeeper session serves every request.
+//! ZooKeeper or etcd client follow sets over HTTP and Server-Sent Events
+//! and register as members with a TTL they renew; operators watch sets
+//! live in a browser. One connection to the store, a ZooKeeper session or
+//! an etcd client ([`serversets::Backend`]), serves every request.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,6 +17,29 @@
 //! .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! On etcd, the same with an [`EtcdClient`](serversets::EtcdClient) (or a
+//! [`Backend`] of either store):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let etcd = serversets::EtcdClient::connect("127.0.0.1:2379").await?;
+//! let options = serversets_gateway::Options::new("127.0.0.1:8080".parse()?);
+//! serversets_gateway::run(etcd, options, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every set route takes `format=finagle|etcd-naming` (default `finagle`):
+//! how an etcd set stores its members, Finagle's JSON under `member_` keys
+//! or etcd's gRPC naming format under `host:port` keys (see
+//! [`serversets::naming`]). ZooKeeper sets are always Finagle's: another
+//! format is refused (400). Instances registered through the gateway on
+//! etcd hold a lease of etcd's default TTL
+//! ([`serversets::DEFAULT_TTL`]) that the gateway keeps alive while their
+//! client renews them within their own `ttl_secs`.
 //!
 //! Parts:
 //! - [`api`]: members, leader, known paths, health, metrics, the page;
@@ -38,7 +62,8 @@ use std::time::{Duration, Instant};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
 use axum::Router;
-use serversets::{Client, Watch};
+use serversets::naming::Format;
+use serversets::{Backend, Watch, WatchOptions};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -56,10 +81,10 @@ const MAX_WATCHES: usize = 4096;
 /// How long a stopping gateway waits for its connections to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// What every handler shares: the client, the watches it serves, the TTL
-/// registrations, the metrics handle.
+/// What every handler shares: the store's client, the watches it serves,
+/// the TTL registrations, the metrics handle.
 pub struct Gateway {
-    client: Client,
+    backend: Backend,
     token: Option<String>,
     /// Each watched set with when it was last asked for.
     watches: Mutex<HashMap<SetQuery, (Watch, Instant)>>,
@@ -75,17 +100,32 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Refuses a storage format the store cannot hold: ZooKeeper sets are
+    /// always Finagle's.
+    fn check_format(&self, format: Format) -> Result<(), ApiError> {
+        match &self.backend {
+            Backend::ZooKeeper(_) if format != Format::Finagle => {
+                Err(ApiError::bad_request(format!(
+                    "format={format}: ZooKeeper sets are in Finagle's format (format=finagle); \
+                     {format} is for etcd"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The watch of a set with these filters, started on first use and
-    /// kept (watches of one path share one ZooKeeper watch).
+    /// kept (watches of one path share one ZooKeeper or etcd watch).
     async fn watch(&self, query: &SetQuery) -> Result<Watch, ApiError> {
+        self.check_format(query.format)?;
         if let Some((watch, used)) = self.lock_watches().get_mut(query) {
             *used = Instant::now();
             return Ok(watch.clone());
         }
-        let watch = self
-            .client
-            .watch_with(&query.path, query.selection.clone())
-            .await?;
+        let options = WatchOptions::new()
+            .selection(query.selection.clone())
+            .format(query.format);
+        let watch = self.backend.watch_with(&query.path, options).await?;
         let mut watches = self.lock_watches();
         if watches.len() >= MAX_WATCHES && !watches.contains_key(query) {
             // The least recently used goes (its streams keep their own
@@ -181,8 +221,12 @@ pub fn install_recorder(
 /// Serves on `options.listen` until `stop` completes, then deletes the
 /// members registered through the gateway and returns. Installs a
 /// Prometheus recorder for the process's `metrics` if none is installed.
+///
+/// `backend` is the store: a ZooKeeper [`Client`](serversets::Client), an
+/// [`EtcdClient`](serversets::EtcdClient) or a [`Backend`]. It is not
+/// closed here (the caller's clones may still use it).
 pub async fn run(
-    client: Client,
+    backend: impl Into<Backend>,
     options: Options,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -196,10 +240,11 @@ pub async fn run(
             }
         },
     };
+    let backend = backend.into();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let gateway = Arc::new(Gateway {
-        instances: Instances::new(client.clone()),
-        client,
+        instances: Instances::new(backend.clone()),
+        backend,
         token: options.token,
         watches: Mutex::new(HashMap::new()),
         rendered: Mutex::new(HashMap::new()),
@@ -208,7 +253,7 @@ pub async fn run(
         streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
     });
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
-    info!(listen = %listener.local_addr()?, "gateway listening");
+    info!(listen = %listener.local_addr()?, store = gateway.backend.store(), "gateway listening");
     let expiry = tokio::spawn(instances::expire_forever(Arc::clone(&gateway)));
     let upkeep = gateway.prometheus.clone().map(|handle| {
         tokio::spawn(async move {

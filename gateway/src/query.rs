@@ -1,6 +1,7 @@
 //! The query string of the set routes: `path=P[&endpoint=NAME][&shard=N]
-//! [&meta.KEY=VALUE...]`, checked.
+//! [&meta.KEY=VALUE...][&format=finagle|etcd-naming]`, checked.
 
+use serversets::naming::Format;
 use serversets::{Selection, ServerSetPath};
 
 use super::error::ApiError;
@@ -12,6 +13,9 @@ pub struct SetQuery {
     pub path: ServerSetPath,
     /// The endpoint, shard and metadata filters.
     pub selection: Selection,
+    /// How the set's members are stored (etcd; ZooKeeper sets are always
+    /// Finagle's).
+    pub format: Format,
 }
 
 impl SetQuery {
@@ -19,6 +23,7 @@ impl SetQuery {
     pub fn parse(pairs: &[(String, String)]) -> Result<SetQuery, ApiError> {
         let mut path = None;
         let mut selection = Selection::service();
+        let mut format = None;
         for (key, value) in pairs {
             match key.as_str() {
                 "path" => {
@@ -26,6 +31,12 @@ impl SetQuery {
                         return Err(ApiError::bad_request("path is given more than once"));
                     }
                     path = Some(parse_path(value)?);
+                }
+                "format" => {
+                    if format.is_some() {
+                        return Err(ApiError::bad_request("format is given more than once"));
+                    }
+                    format = Some(parse_format(value)?);
                 }
                 "endpoint" if value.is_empty() => {
                     return Err(ApiError::bad_request("endpoint must not be empty"))
@@ -43,7 +54,7 @@ impl SetQuery {
                     }
                     _ => {
                         return Err(ApiError::bad_request(format!(
-                            "unknown query parameter {other:?} (path, endpoint, shard, meta.KEY)"
+                            "unknown query parameter {other:?} (path, endpoint, shard, meta.KEY, format)"
                         )))
                     }
                 },
@@ -51,17 +62,32 @@ impl SetQuery {
         }
         let path =
             path.ok_or_else(|| ApiError::bad_request("path is required (path=/discovery/...)"))?;
-        Ok(SetQuery { path, selection })
+        Ok(SetQuery {
+            path,
+            selection,
+            format: format.unwrap_or_default(),
+        })
     }
 
-    /// Only `path=P`: for the routes that take no filter.
-    pub fn path_only(pairs: &[(String, String)]) -> Result<ServerSetPath, ApiError> {
+    /// Only `path=P[&format=F]`: for the routes that take no filter.
+    pub fn path_only(pairs: &[(String, String)]) -> Result<(ServerSetPath, Format), ApiError> {
         let query = SetQuery::parse(pairs)?;
         if query.selection != Selection::service() {
-            return Err(ApiError::bad_request("this route takes only path=..."));
+            return Err(ApiError::bad_request(
+                "this route takes only path=... (and format=...)",
+            ));
         }
-        Ok(query.path)
+        Ok((query.path, query.format))
     }
+}
+
+/// `finagle` or `etcd-naming`.
+pub fn parse_format(value: &str) -> Result<Format, ApiError> {
+    value.parse::<Format>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "unknown format {value:?}: expected finagle or etcd-naming"
+        ))
+    })
 }
 
 /// A set path: absolute and legal in ZooKeeper.
@@ -91,7 +117,18 @@ mod tests {
             q.selection.metadata().get("zone").map(String::as_str),
             Some("eu")
         );
+        assert_eq!(q.format, Format::Finagle, "the default");
+        let q = SetQuery::parse(&pairs("path=/d/s&format=etcd-naming")).unwrap();
+        assert_eq!(q.format, Format::EtcdNaming);
+        assert_eq!(
+            SetQuery::path_only(&pairs("path=/d/s&format=finagle")).unwrap(),
+            (ServerSetPath::new("/d/s").unwrap(), Format::Finagle)
+        );
+        assert!(SetQuery::path_only(&pairs("path=/d/s&shard=1")).is_err());
         for bad in [
+            "path=/d/s&format=bogus",
+            "path=/d/s&format=",
+            "path=/d/s&format=finagle&format=etcd-naming",
             "endpoint=http",
             "path=relative",
             "path=/d/s&shard=x",

@@ -5,20 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info_span, Instrument};
 
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::format::codec::DecodeError;
 use crate::format::member::Member;
 use crate::format::naming::Format;
 use crate::format::path::ServerSetPath;
 use crate::set::health::{Health, HealthWatcher};
+use crate::set::inspect::RawChild;
 use crate::set::options::WatchOptions;
+use crate::set::registration::RegisterOptions;
 use crate::set::registration::Registration;
 use crate::set::watch::hub::Registry;
 use crate::set::watch::Watch;
-use crate::zk::client::RawChild;
-use crate::zk::registration::RegisterOptions;
 
 /// How long [`EtcdClient::connect`] waits for etcd by default; also the
 /// wait for a watch's first load and a registration's first put.
@@ -107,15 +109,24 @@ impl EtcdClientBuilder {
         let etcd = etcd_client::Client::connect(&endpoints, Some(options))
             .await
             .map_err(|e| failed(e.to_string()))?;
-        match tokio::time::timeout(self.connect_timeout, etcd.maintenance_client().status()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(failed(e.to_string())),
-            Err(_) => {
-                return Err(failed(format!(
-                    "no answer within {:?}",
-                    self.connect_timeout
-                )))
+        // etcd may be starting or restarting: ask again (with backoff)
+        // until it answers or the connect timeout is spent.
+        let deadline = Instant::now() + self.connect_timeout;
+        let mut backoff = Backoff::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut maintenance = etcd.maintenance_client();
+            let reason = match tokio::time::timeout(left, maintenance.status()).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {:?}", self.connect_timeout),
+            };
+            let pause = backoff.next_delay();
+            if Instant::now() + pause >= deadline {
+                return Err(failed(reason));
             }
+            debug!(endpoints = %address, %reason, "etcd did not answer; retrying");
+            tokio::time::sleep(pause).await;
         }
         let (health_tx, health) = watch::channel(Health::Connected);
         let (closed, _) = watch::channel(false);

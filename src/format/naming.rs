@@ -63,12 +63,13 @@ impl Format {
     }
 
     /// Whether a key named `name` below the prefix holds a member in this
-    /// format (other keys are not the set's: Finagle's `vector_` nodes,
-    /// say).
+    /// format: Finagle's members are `member_*`; etcd naming's are any
+    /// other name (usually the address), so that a prefix holding both
+    /// formats serves each its own members.
     pub fn is_member(self, name: &str) -> bool {
         match self {
             Format::Finagle => name.starts_with(MEMBER_PREFIX),
-            Format::EtcdNaming => !name.is_empty(),
+            Format::EtcdNaming => !name.is_empty() && !name.starts_with(MEMBER_PREFIX),
         }
     }
 
@@ -227,6 +228,8 @@ mod tests {
         assert_eq!(f.name(&member, 255), "member_00000000000000ff");
         assert!(f.is_member("member_00000000000000ff"));
         assert!(!f.is_member("vector_1"));
+        assert!(!Format::EtcdNaming.is_member("member_00000000000000ff"));
+        assert!(Format::EtcdNaming.is_member("10.0.0.1:80"));
         assert_eq!(Format::EtcdNaming.name(&member, 255), "h:1");
         assert_eq!("etcd-naming".parse::<Format>().unwrap(), Format::EtcdNaming);
         assert!("zk".parse::<Format>().is_err());

@@ -8,6 +8,7 @@
 pub mod accrual;
 pub mod fixed;
 pub(crate) mod health;
+pub(crate) mod inspect;
 pub(crate) mod leader;
 pub(crate) mod options;
 pub(crate) mod publisher;

@@ -6,15 +6,16 @@ use std::time::Duration;
 use zookeeper_client as zk;
 
 use crate::error::{Error, Result};
-use crate::format::codec::{self, DecodeError};
+use crate::format::codec;
 use crate::format::member::{Member, MEMBER_PREFIX};
 use crate::format::path::ServerSetPath;
 use crate::format::selection::Selection;
 use crate::set::health::{Health, HealthWatcher};
+use crate::set::inspect::RawChild;
 use crate::set::options::WatchOptions;
+use crate::set::registration::RegisterOptions;
 use crate::set::registration::Registration;
 use crate::set::watch::{Watch, WatchEngine};
-use crate::zk::registration::RegisterOptions;
 use crate::zk::session::{Config, Session};
 
 /// The default ZooKeeper session timeout.
@@ -165,18 +166,6 @@ impl ClientBuilder {
             session: Session::start(config).await?,
         })
     }
-}
-
-/// One child of a set path as [`Client::inspect`] sees it.
-#[derive(Debug, Clone)]
-pub struct RawChild {
-    /// The child's znode name.
-    pub name: String,
-    /// Its raw data.
-    pub data: Vec<u8>,
-    /// The member it decodes to, or why not (`None` for non-member
-    /// children such as `vector_` nodes).
-    pub decoded: Option<std::result::Result<Member, DecodeError>>,
 }
 
 impl Client {

@@ -11,12 +11,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::metrics::SessionEvents;
 use crate::set::health::Health;
@@ -427,32 +427,4 @@ fn mark_closed(tx: &watch::Sender<SessionView>, shared: &Shared) {
     });
     shared.done.send_replace(true);
     debug!("ZooKeeper session closed");
-}
-
-/// Exponential backoff with jitter: 100 ms doubling up to 5 s.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub(crate) fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    /// The next pause (with up to 25% random jitter).
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        let jitter = rand::rng().random_range(0.0..0.25);
-        base.mul_f64(1.0 + jitter)
-    }
-
-    /// Starts over after a success.
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
 }

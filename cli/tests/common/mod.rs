@@ -25,6 +25,43 @@ pub fn zookeeper() -> testkit::ZooKeeper {
     testkit::ZooKeeper::start().expect("start ZooKeeper")
 }
 
+/// A fresh etcd server (a single-node cluster) on free loopback ports.
+pub fn etcd() -> testkit::Etcd {
+    init_tracing();
+    testkit::Etcd::start().expect("start etcd")
+}
+
+/// The lease TTL (in seconds) etcd granted to the lease `key` is attached
+/// to, as `etcdctl lease timetolive` reports it.
+pub fn granted_ttl(etcd: &testkit::Etcd, key: &str) -> u64 {
+    let out = etcd
+        .etcdctl(&["get", "-w", "json", "--", key])
+        .expect("etcdctl get");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("etcdctl JSON");
+    let lease = json["kvs"][0]["lease"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} has no lease: {out}"));
+    let out = etcd
+        .etcdctl(&["lease", "timetolive", &format!("{lease:x}")])
+        .expect("etcdctl lease timetolive");
+    // "lease 694d... granted with TTL(5s), remaining TTL(4s)"
+    let granted = out
+        .split("granted with TTL(")
+        .nth(1)
+        .and_then(|rest| rest.split_once("s)"))
+        .and_then(|(secs, _)| secs.parse().ok());
+    granted.unwrap_or_else(|| panic!("no granted TTL in {out:?}"))
+}
+
+/// The keys of a prefix, as etcdctl sees them.
+pub fn etcd_keys(etcd: &testkit::Etcd, prefix: &str) -> Vec<String> {
+    etcd.get_prefix(prefix)
+        .expect("etcdctl get --prefix")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+}
+
 /// A raw ZooKeeper client, standing for "another client" (a JVM service).
 pub async fn raw(connect: &str) -> zk::Client {
     zk::Client::connector()

@@ -9,13 +9,14 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::decide::{decide, Action, Facts};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::etcd::client::Shared;
 use crate::format::member::Member;
 use crate::format::naming::Format;
 use crate::format::path::ServerSetPath;
 use crate::metrics::Creations;
-use crate::zk::registration::HealthCheck;
+use crate::set::registration::HealthCheck;
 
 /// One registration's state and I/O.
 pub(crate) struct Registrar {
@@ -47,7 +48,7 @@ impl Registrar {
         let keep_alive_every = self.keep_alive_every();
         let mut next_keep_alive = Instant::now();
         let mut next_check = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         let mut closing_since: Option<Instant> = None;
         if self.check.is_some() {
             self.facts.healthy = self.run_check().await;
@@ -93,11 +94,10 @@ impl Registrar {
                 }
             };
             match outcome {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => backoff.reset(),
                 Err(error) => {
                     warn!(path = %self.path, %error, "etcd registration step failed; retrying");
-                    let delay = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    let delay = Instant::now() + backoff.next_delay();
                     if closing_since.is_none() {
                         match self
                             .wait(Some(delay), next_check, &mut stop, &mut closed)
@@ -233,35 +233,35 @@ impl Registrar {
         Ok(())
     }
 
+    /// One keep-alive of `lease`, on the open keep-alive stream or a new
+    /// one. etcd-client reads the first answer of a new stream itself (and
+    /// reports TTL 0 as "lease not found"), so opening one is a keep-alive.
     async fn keep_alive(&mut self, lease: i64) -> Result<()> {
         // No longer than the interval between keep-alives: a lease of a
         // few seconds must not wait out a long request timeout.
         let timeout = self.timeout().min(self.keep_alive_every());
         let answer = tokio::time::timeout(timeout, async {
             match &mut self.keeper {
-                Some((keeper, _)) => keeper.keep_alive().await?,
+                Some((keeper, stream)) => {
+                    keeper.keep_alive().await?;
+                    Ok(stream.message().await?.map(|response| response.ttl()))
+                }
                 None => {
                     let mut client = self.shared.etcd.lease_client();
-                    self.keeper = Some(client.keep_alive(lease).await?);
+                    let (keeper, stream) = client.keep_alive(lease).await?;
+                    self.keeper = Some((keeper, stream));
+                    Ok(Some(1))
                 }
-            }
-            match &mut self.keeper {
-                Some((_, stream)) => stream.message().await,
-                None => Ok(None),
             }
         })
         .await;
-        let response = match answer {
-            Ok(Ok(Some(response))) => response,
+        let ttl = match answer {
+            Ok(Ok(Some(ttl))) => ttl,
             Ok(Ok(None)) => {
                 self.keeper = None;
                 return Err(self.failed("keep-alive", "the stream ended"));
             }
-            Ok(Err(e)) if lease_gone(&e) => {
-                warn!(path = %self.path, lease, "the lease expired in etcd (and the member with it); registering again");
-                self.forget();
-                return Ok(());
-            }
+            Ok(Err(e)) if lease_gone(&e) => 0,
             Ok(Err(e)) => {
                 self.keeper = None;
                 return Err(Error::etcd("keep-alive", self.path.as_str(), &e));
@@ -275,7 +275,7 @@ impl Registrar {
                 });
             }
         };
-        if response.ttl() <= 0 {
+        if ttl <= 0 {
             warn!(path = %self.path, lease, "the lease expired in etcd (and the member with it); registering again");
             self.forget();
         }

@@ -9,27 +9,22 @@
 //! [`driver`](self::driver) does it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tracing::{info_span, Instrument};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::etcd::client::Shared;
 use crate::format::member::Member;
 use crate::format::path::ServerSetPath;
 use crate::metrics::Creations;
-use crate::set::registration::Registration;
-use crate::zk::registration::RegisterOptions;
+use crate::set::registration::{RegisterOptions, Registration};
 
 mod decide;
 mod driver;
 
 use decide::Facts;
 use driver::Registrar;
-
-/// The longest lease TTL accepted (an hour, as the gateway's).
-const MAX_TTL: Duration = Duration::from_secs(3600);
 
 /// Starts the registration task of `member` in `path` and waits for its
 /// first put.
@@ -39,20 +34,7 @@ pub(crate) async fn start(
     member: Member,
     options: RegisterOptions,
 ) -> Result<Registration> {
-    if options.interval.is_zero() {
-        return Err(Error::InvalidConfig(
-            "health check interval must be above zero".into(),
-        ));
-    }
-    if options.ttl < Duration::from_secs(1)
-        || options.ttl > MAX_TTL
-        || options.ttl.subsec_nanos() != 0
-    {
-        return Err(Error::InvalidConfig(format!(
-            "an etcd lease TTL must be whole seconds from 1 to 3600, not {:?}",
-            options.ttl
-        )));
-    }
+    options.validate()?;
     let (key_tx, key) = watch::channel(None);
     let (stop_tx, stop) = oneshot::channel();
     let (first_tx, first) = oneshot::channel();

@@ -9,6 +9,7 @@ use etcd_client::EventType;
 use tokio::sync::oneshot;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::backoff::Backoff;
 use crate::etcd::client::Shared;
 use crate::etcd::watch::get_all;
 use crate::etcd::watch::machine::{Input, Kv, Machine};
@@ -48,21 +49,6 @@ pub(crate) fn subscribe(
     )
 }
 
-/// Waits between failed attempts: from 100 ms, doubling, up to 2 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn reset(&mut self) {
-        self.0 = Duration::from_millis(100);
-    }
-
-    fn next(&mut self) -> Duration {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(2));
-        delay
-    }
-}
-
 struct Engine {
     shared: Arc<Shared>,
     machine: Machine,
@@ -71,7 +57,11 @@ struct Engine {
 
 /// Why a watch stream ended.
 enum Ended {
-    /// Resync: the stream broke, was cancelled or compacted.
+    /// The stream broke (or could not be opened): resume it from the last
+    /// revision applied, after a pause.
+    Broken(String),
+    /// etcd compacted the revisions the watch would resume from, or
+    /// cancelled it: load the set again (a get and a diff).
     Resync(String),
     /// No watch is left, or the client is closed.
     Stop,
@@ -80,27 +70,36 @@ enum Ended {
 impl Engine {
     async fn run(mut self) {
         let mut closed = self.shared.closed.subscribe();
-        let mut backoff = Backoff(Duration::ZERO);
-        backoff.reset();
+        let mut backoff = Backoff::new();
+        let mut loaded = false;
         loop {
             if *closed.borrow() {
                 return;
             }
-            match self.load().await {
-                Ok(()) => {
-                    backoff.reset();
-                    match self.follow(&mut closed).await {
-                        Ended::Stop => return,
-                        Ended::Resync(why) => {
-                            warn!(prefix = self.machine.prefix(), %why, "etcd watch lost; keeping the last set and resyncing");
-                            self.hub.set_health(Health::Disconnected);
+            if !loaded {
+                match self.load().await {
+                    Ok(()) => loaded = true,
+                    Err(error) => {
+                        warn!(prefix = self.machine.prefix(), %error, "etcd get failed; keeping the last set and retrying");
+                        self.hub.set_health(Health::Disconnected);
+                        if self.pause(backoff.next_delay(), &mut closed).await == Flow::Stop {
+                            return;
                         }
+                        continue;
                     }
                 }
-                Err(error) => {
-                    warn!(prefix = self.machine.prefix(), %error, "etcd get failed; keeping the last set and retrying");
+            }
+            match self.follow(&mut closed, &mut backoff).await {
+                Ended::Stop => return,
+                Ended::Resync(why) => {
+                    warn!(prefix = self.machine.prefix(), %why, "etcd watch out of date; loading the set again");
                     self.hub.set_health(Health::Disconnected);
-                    if self.pause(backoff.next(), &mut closed).await == Flow::Stop {
+                    loaded = false;
+                }
+                Ended::Broken(why) => {
+                    warn!(prefix = self.machine.prefix(), %why, "etcd watch lost; keeping the last set and resuming it");
+                    self.hub.set_health(Health::Disconnected);
+                    if self.pause(backoff.next_delay(), &mut closed).await == Flow::Stop {
                         return;
                     }
                 }
@@ -138,9 +137,13 @@ impl Engine {
         self.machine.settle();
     }
 
-    /// Follows the watch stream from the last revision applied, until it
-    /// ends.
-    async fn follow(&mut self, closed: &mut tokio::sync::watch::Receiver<bool>) -> Ended {
+    /// Follows the watch stream from the last revision applied (what was
+    /// missed while it was away comes first), until it ends.
+    async fn follow(
+        &mut self,
+        closed: &mut tokio::sync::watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Ended {
         let prefix = self.machine.prefix().to_owned();
         let options = etcd_client::WatchOptions::new()
             .with_prefix()
@@ -154,8 +157,8 @@ impl Engine {
         .await;
         let mut stream = match opened {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Ended::Resync(format!("watch refused: {e}")),
-            Err(_) => return Ended::Resync("watch not opened in time".into()),
+            Ok(Err(e)) => return Ended::Broken(format!("watch not opened: {e}")),
+            Err(_) => return Ended::Broken("watch not opened in time".into()),
         };
         let counters = Arc::clone(self.hub.counters());
         loop {
@@ -164,8 +167,8 @@ impl Engine {
                 message = stream.message() => {
                     let response = match message {
                         Ok(Some(response)) => response,
-                        Ok(None) => return Ended::Resync("the watch stream ended".into()),
-                        Err(e) => return Ended::Resync(format!("the watch stream failed: {e}")),
+                        Ok(None) => return Ended::Broken("the watch stream ended".into()),
+                        Err(e) => return Ended::Broken(format!("the watch stream failed: {e}")),
                     };
                     if response.compact_revision() > 0 {
                         return Ended::Resync(format!(
@@ -176,6 +179,11 @@ impl Engine {
                     }
                     if response.canceled() {
                         return Ended::Resync(format!("watch cancelled: {}", response.cancel_reason()));
+                    }
+                    if response.created() {
+                        // Resumed: what was missed follows in order.
+                        backoff.reset();
+                        self.hub.set_health(Health::Connected);
                     }
                     for event in response.events() {
                         counters.count_event();

@@ -1,7 +1,8 @@
 //! Watching a set on etcd: a prefix get, then a watch from the get's
-//! revision + 1, events applied incrementally; a compacted, cancelled or
-//! broken watch resyncs by a fresh get (and a diff). The last good set is
-//! kept while etcd is unreachable.
+//! revision + 1, events applied incrementally. A broken watch resumes from
+//! the last revision applied; one etcd compacted past or cancelled loads
+//! the set again (a get and a diff). The last good set is kept while etcd
+//! is unreachable.
 //!
 //! - [`machine`]: the members under the prefix, pure, property-tested;
 //! - [`engine`]: the task shared by every watch of one prefix and format

@@ -8,11 +8,12 @@ use zookeeper_client as zk;
 
 use super::decide::{decide, Action, Facts, Owned};
 use super::RegisterOptions;
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::format::path::ServerSetPath;
 use crate::metrics::Creations;
 use crate::set::health::Health;
-use crate::zk::session::{connected, Backoff, Session};
+use crate::zk::session::{connected, Session};
 
 /// Where one round of decisions stopped.
 enum Settled {

@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info_span, warn, Instrument};
 use zookeeper_client as zk;
 
+use crate::backoff::Backoff;
 use crate::format::member::VECTOR_PREFIX;
 use crate::format::path::ServerSetPath;
 use crate::set::health::Health;
@@ -27,7 +28,7 @@ pub(crate) use crate::set::watch::hub::Flow;
 use crate::set::watch::hub::{Command, Hub};
 use crate::set::watch::stats::Counters;
 use crate::set::watch::{Inner, WatchEngine};
-use crate::zk::session::{Backoff, Session, SessionView};
+use crate::zk::session::{Session, SessionView};
 use crate::zk::watch::machine::{Input, Machine, Ticket};
 use crate::zk::watch::read;
 

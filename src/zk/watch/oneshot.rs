@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use tracing::debug;
 use zookeeper_client as zk;
 
+use crate::backoff::Backoff;
 use crate::set::health::Health;
-use crate::zk::session::{Backoff, SessionView};
+use crate::zk::session::SessionView;
 use crate::zk::watch::engine::{sleep_until, Ended, Engine, Flow};
 use crate::zk::watch::machine::Input;
 use crate::zk::watch::read;
