@@ -387,7 +387,10 @@ async fn etcd_restarted_keeps_one_member_whatever_the_outage() {
             assert_eq!(key, before, "a short outage keeps the lease and the key");
         }
         let name = key.trim_start_matches("/services/users/").to_owned();
-        wait_set(&watch, "the member", |s| names(s) == [name.clone()]).await;
+        wait_set(&watch, "the member", |s| {
+            names(s) == std::slice::from_ref(&name)
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(
             keys(&etcd, "/services/users"),
@@ -548,6 +551,28 @@ async fn bad_options_are_refused_and_change_nothing() {
         error.to_string().contains("cannot connect to etcd"),
         "{error}"
     );
+    // A closed client refuses new work and writes nothing.
+    client.clone().close().await;
+    let refused = client.register(&set, common::member(1)).await;
+    assert!(
+        matches!(refused, Err(serversets::Error::Closed)),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        client.watch(&set).await,
+        Err(serversets::Error::Closed)
+    ));
+    assert!(keys(&etcd, "/s").is_empty());
+    // The etcd engine is not a ZooKeeper client's.
+    let error = serversets::Client::builder("127.0.0.1:1")
+        .watch_engine(WatchEngine::Etcd)
+        .connect()
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, serversets::Error::InvalidConfig(_)),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -648,4 +673,36 @@ async fn a_client_waits_for_an_etcd_that_is_starting() {
     assert_eq!(client.health(), Health::Connected);
     let watch = client.watch(&path("/s")).await.expect("watch");
     assert!(watch.current().is_empty());
+}
+
+#[tokio::test]
+async fn a_member_deleted_by_someone_else_is_put_again() {
+    let etcd = etcd();
+    let (_client, watch, registration) = registered(&etcd, 3).await;
+    let key = registration.znode().expect("key");
+    let name = key.trim_start_matches("/services/users/").to_owned();
+    let mut changes = watch.changes();
+    assert!(etcd.delete(&key).expect("del"));
+    // Back under the same key (its lease's), once: the watch saw it leave
+    // and join again.
+    within("the leave and the join", async {
+        let (mut left, mut joined) = (false, false);
+        while !(left && joined) {
+            let change = futures::StreamExt::next(&mut changes)
+                .await
+                .expect("changes");
+            left |= change.removed.iter().any(|e| e.name == name);
+            joined |= left && change.added.iter().any(|e| e.name == name);
+        }
+    })
+    .await;
+    assert_eq!(names(&watch.current()), std::slice::from_ref(&name));
+    assert_eq!(
+        wait_keys(&etcd, "/services/users", 1).await,
+        std::slice::from_ref(&key)
+    );
+    assert_eq!(registration.znode(), Some(key));
+    assert_eq!(etcd.lease_count().expect("leases"), 1);
+    registration.close().await;
+    assert!(keys(&etcd, "/services/users").is_empty());
 }

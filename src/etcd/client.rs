@@ -105,7 +105,10 @@ impl EtcdClientBuilder {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(PROBE_INTERVAL, PROBE_INTERVAL)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from its quorum refuses, rather than serving
+            // a watch that goes silent.
+            .with_require_leader(true);
         let etcd = etcd_client::Client::connect(&endpoints, Some(options))
             .await
             .map_err(|e| failed(e.to_string()))?;
@@ -195,7 +198,9 @@ async fn probe(shared: std::sync::Weak<Shared>, health: watch::Sender<Health>) {
         let mut closed = client.closed.subscribe();
         drop(client);
         let answered = tokio::select! {
-            status = tokio::time::timeout(wait, maintenance.status()) => matches!(status, Ok(Ok(_))),
+            status = tokio::time::timeout(wait, maintenance.status()) => {
+                matches!(status, Ok(Ok(status)) if status.leader() != 0)
+            }
             _ = closed.changed() => continue,
         };
         let now = if answered {
@@ -276,6 +281,9 @@ impl EtcdClient {
         member: Member,
         options: RegisterOptions,
     ) -> Result<Registration> {
+        if *self.shared.closed.borrow() {
+            return Err(Error::Closed);
+        }
         crate::etcd::registration::start(Arc::clone(&self.shared), path.clone(), member, options)
             .await
     }
@@ -292,6 +300,9 @@ impl EtcdClient {
         path: &ServerSetPath,
         options: impl Into<WatchOptions>,
     ) -> Result<Watch> {
+        if *self.shared.closed.borrow() {
+            return Err(Error::Closed);
+        }
         crate::etcd::watch::start(Arc::clone(&self.shared), path.clone(), options.into()).await
     }
 

@@ -156,6 +156,12 @@ impl ClientBuilder {
         if config.session_timeout.is_zero() || config.connect_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero".into()));
         }
+        if config.watch_engine == WatchEngine::Etcd {
+            return Err(Error::InvalidConfig(
+                "WatchEngine::Etcd is etcd's: a ZooKeeper client watches with Persistent or OneShot"
+                    .into(),
+            ));
+        }
         if config.connect.contains("tcp+tls://") && !config.has_tls() {
             return Err(Error::InvalidConfig(format!(
                 "connect string {:?} has TLS hosts but no TLS settings (ClientBuilder::tls, feature `tls`)",

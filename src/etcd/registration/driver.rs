@@ -169,7 +169,10 @@ impl Registrar {
         let Some((check, every)) = &self.check else {
             return true;
         };
-        let passed = matches!(tokio::time::timeout(*every, check()).await, Ok(true));
+        // Never longer than a keep-alive period: a hanging check must not
+        // starve the lease.
+        let within = (*every).min(self.keep_alive_every());
+        let passed = matches!(tokio::time::timeout(within, check()).await, Ok(true));
         if passed != self.facts.healthy {
             info!(path = %self.path, passed, "health check changed");
         }
@@ -278,8 +281,29 @@ impl Registrar {
         if ttl <= 0 {
             warn!(path = %self.path, lease, "the lease expired in etcd (and the member with it); registering again");
             self.forget();
+            return Ok(());
         }
+        self.check_key(lease, timeout).await;
         Ok(())
+    }
+
+    /// Whether our key is still there: someone may have deleted it (it is
+    /// put again, as ZooKeeper members are re-created), or another
+    /// registration of the same address (etcd naming: one key per
+    /// address) may have taken it over and then gone. A key held under
+    /// another lease is left alone: two holders would otherwise take it
+    /// from each other at every keep-alive. A failed read changes
+    /// nothing: the next keep-alive looks again.
+    async fn check_key(&mut self, lease: i64, timeout: Duration) {
+        let key = self.key_of(lease);
+        let mut kv = self.shared.etcd.kv_client();
+        let Ok(Ok(found)) = tokio::time::timeout(timeout, kv.get(key.clone(), None)).await else {
+            return;
+        };
+        if found.kvs().is_empty() {
+            warn!(path = %self.path, %key, "our key was deleted; putting it again");
+            self.facts.written = false;
+        }
     }
 
     async fn revoke(&mut self, lease: i64) -> Result<()> {

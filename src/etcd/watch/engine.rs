@@ -55,6 +55,16 @@ struct Engine {
     hub: Hub,
 }
 
+/// The largest watch response accepted. etcd never splits one revision's
+/// events (a `del --prefix` of a large set is one response), so tonic's
+/// default of 4 MB could refuse one forever.
+pub(crate) const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Broken streams in a row, none having applied an event, before the set
+/// is loaded again rather than resumed (a response that cannot be
+/// received would otherwise be asked for forever).
+const BROKEN_BEFORE_RELOAD: u32 = 3;
+
 /// Why a watch stream ended.
 enum Ended {
     /// The stream broke (or could not be opened): resume it from the last
@@ -72,6 +82,8 @@ impl Engine {
         let mut closed = self.shared.closed.subscribe();
         let mut backoff = Backoff::new();
         let mut loaded = false;
+        // Broken streams in a row that applied nothing.
+        let mut broken = 0;
         loop {
             if *closed.borrow() {
                 return;
@@ -89,20 +101,28 @@ impl Engine {
                     }
                 }
             }
-            match self.follow(&mut closed, &mut backoff).await {
+            let revision = self.machine.revision();
+            let ended = self.follow(&mut closed, &mut backoff).await;
+            broken = if self.machine.revision() == revision {
+                broken + 1
+            } else {
+                0
+            };
+            match ended {
                 Ended::Stop => return,
-                Ended::Resync(why) => {
+                Ended::Broken(why) if broken < BROKEN_BEFORE_RELOAD => {
+                    warn!(prefix = self.machine.prefix(), %why, "etcd watch lost; keeping the last set and resuming it");
+                    self.hub.set_health(Health::Disconnected);
+                }
+                Ended::Broken(why) | Ended::Resync(why) => {
                     warn!(prefix = self.machine.prefix(), %why, "etcd watch out of date; loading the set again");
                     self.hub.set_health(Health::Disconnected);
                     loaded = false;
+                    broken = 0;
                 }
-                Ended::Broken(why) => {
-                    warn!(prefix = self.machine.prefix(), %why, "etcd watch lost; keeping the last set and resuming it");
-                    self.hub.set_health(Health::Disconnected);
-                    if self.pause(backoff.next_delay(), &mut closed).await == Flow::Stop {
-                        return;
-                    }
-                }
+            }
+            if self.pause(backoff.next_delay(), &mut closed).await == Flow::Stop {
+                return;
             }
         }
     }
@@ -149,7 +169,11 @@ impl Engine {
             .with_prefix()
             .with_start_revision(self.machine.revision() + 1)
             .with_progress_notify();
-        let mut client = self.shared.etcd.watch_client();
+        let mut client = self
+            .shared
+            .etcd
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let opened = tokio::time::timeout(
             self.shared.config.request_timeout,
             client.watch(prefix.clone(), Some(options)),

@@ -118,9 +118,14 @@ impl Machine {
         }
     }
 
-    /// The names touched since the last call.
+    /// The names touched since the last call, each once: a name touched
+    /// twice in a batch (deleted and put again) is one change to the
+    /// views, from the entry they serve to the one the cache holds now.
     pub(crate) fn take_touched(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.touched)
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        touched
     }
 
     /// The views have applied the touched names: forget retired sequence

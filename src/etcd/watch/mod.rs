@@ -43,7 +43,10 @@ pub(crate) async fn start(
 /// revision and the keys (sorted by key).
 pub(crate) async fn get_all(shared: &Shared, prefix: &str) -> Result<(i64, Vec<Kv>)> {
     let end = prefix_end(prefix.as_bytes());
-    let mut kv = shared.etcd.kv_client();
+    let mut kv = shared
+        .etcd
+        .kv_client()
+        .max_decoding_message_size(engine::MAX_MESSAGE);
     let mut from = prefix.as_bytes().to_vec();
     let mut revision = 0;
     let mut all = Vec::new();

@@ -227,6 +227,8 @@ impl Hub {
             return;
         }
         if !self.loaded {
+            // Callers that gave up (a timed-out first load) go.
+            self.waiting.retain(|(_, waiting)| !waiting.is_closed());
             self.waiting.push((options, reply));
             return;
         }

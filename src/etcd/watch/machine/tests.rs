@@ -67,15 +67,27 @@ impl Store {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Put { key: u8, port: u16, bad: bool },
-    Delete { key: u8 },
-    Outside { port: u16 },
+    /// Publish what the inputs since the last flush changed (one watch
+    /// response: several events at once).
+    Flush,
+    Put {
+        key: u8,
+        port: u16,
+        bad: bool,
+    },
+    Delete {
+        key: u8,
+    },
+    Outside {
+        port: u16,
+    },
     Lose,
     Resync,
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
+        4 => Just(Step::Flush),
         4 => (0u8..8, 1u16..5, prop::bool::weighted(0.15))
             .prop_map(|(key, port, bad)| Step::Put { key, port, bad }),
         3 => (0u8..8).prop_map(|key| Step::Delete { key }),
@@ -83,6 +95,13 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Lose),
         1 => Just(Step::Resync),
     ]
+}
+
+/// What a step is, for deciding whether it ends a batch.
+enum Kind {
+    Flush,
+    Resync,
+    Other,
 }
 
 fn key(format: Format, n: u8) -> String {
@@ -127,6 +146,11 @@ fn check(format: Format, steps: Vec<Step>) {
     let mut previous = served(&publisher.current());
     let mut lost = false;
     for step in steps {
+        let step_kind = match step {
+            Step::Flush => Kind::Flush,
+            Step::Resync => Kind::Resync,
+            _ => Kind::Other,
+        };
         let input = match step {
             Step::Put { key: n, port, bad } => {
                 Some(store.put(&key(format, n), value(format, n, port, bad)))
@@ -148,17 +172,27 @@ fn check(format: Format, steps: Vec<Step>) {
                 lost = false;
                 Some(store.load("/s/"))
             }
+            Step::Flush => None,
         };
+        let flush = matches!(step_kind, Kind::Flush | Kind::Resync);
         if let Some(input) = input {
             if !lost || matches!(input, Input::Loaded { .. }) {
                 machine.handle(input);
             }
+        }
+        if !flush {
+            continue;
         }
         let touched = machine.take_touched();
         view.apply(touched.iter().map(String::as_str), &machine, Instant::now());
         machine.settle();
         // Deltas lead from one snapshot to the next.
         while let Some(Some(change)) = changes.next().now_or_never() {
+            let mut added: Vec<&str> = change.added.iter().map(|e| e.name.as_str()).collect();
+            added.sort_unstable();
+            let before = added.len();
+            added.dedup();
+            assert_eq!(before, added.len(), "an entry added twice in one change");
             let mut expected: Vec<_> = previous
                 .iter()
                 .filter(|e| {
