@@ -1,7 +1,6 @@
 //! One etcd server process (a single-node cluster) on free loopback ports,
 //! plus thin `etcdctl` helpers to seed and inspect its contents.
 
-use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -14,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::install::ensure_installed;
 use crate::net::{free_ports, on_a_free_port};
-use crate::process::ChildSlot;
+use crate::process::{failure_with_logs, ChildSlot};
 use crate::zookeeper::annotate;
 
 /// How long etcd may take to report itself healthy after being spawned.
@@ -41,9 +40,6 @@ const HEARTBEAT_INTERVAL_MS: &str = "20";
 /// Raft election timeout in milliseconds (etcd's default: 1000 ms); see
 /// [`HEARTBEAT_INTERVAL_MS`].
 const ELECTION_TIMEOUT_MS: &str = "200";
-
-/// Number of log lines included in error messages.
-const LOG_TAIL_LINES: usize = 40;
 
 /// An etcd server running as a child process: a single-node cluster with
 /// its client and peer ports on free ports of 127.0.0.1, and its data and
@@ -513,24 +509,11 @@ impl Etcd {
 
     /// An error about this server, with the tail of its log.
     fn failure(&self, kind: io::ErrorKind, what: &str) -> io::Error {
-        let path = self.log_file();
-        let tail = match fs::read_to_string(&path) {
-            Ok(text) => {
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-            }
-            Err(err) => format!("(cannot read: {err})"),
-        };
-        let mut message = format!(
+        let what = format!(
             "etcd on 127.0.0.1:{} (peer port {}) {what}",
             self.port, self.peer_port
         );
-        let _ = write!(
-            message,
-            "\n--- last lines of {} ---\n{tail}\n",
-            path.display()
-        );
-        io::Error::new(kind, message)
+        failure_with_logs(kind, what, &[self.log_file()])
     }
 }
 

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::install::{ensure_installed, running_as_root};
 use crate::net::on_a_free_port;
-use crate::process::ChildSlot;
+use crate::process::{failure_with_logs, ChildSlot};
 use crate::zookeeper::annotate;
 
 /// How long memcached may take to answer `version` after being spawned.
@@ -416,22 +416,8 @@ impl Memcached {
 
     /// An error about this server, with its log.
     fn failure(&self, kind: io::ErrorKind, what: &str) -> io::Error {
-        let path = self.log_file();
-        let log = match fs::read_to_string(&path) {
-            Ok(text) => {
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            }
-            Err(err) => format!("(cannot read: {err})"),
-        };
-        io::Error::new(
-            kind,
-            format!(
-                "memcached on 127.0.0.1:{} {what}\n--- last lines of {} ---\n{log}\n",
-                self.port,
-                path.display()
-            ),
-        )
+        let what = format!("memcached on 127.0.0.1:{} {what}", self.port);
+        failure_with_logs(kind, what, &[self.log_file()])
     }
 }
 

@@ -93,3 +93,59 @@ fn wait_stopped(pid: u32) -> std::io::Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// How many lines of a server's log an error about it quotes.
+pub(crate) const LOG_TAIL_LINES: usize = 40;
+
+/// An error about a server (`what` says which and what went wrong), with
+/// the last lines of each of its `logs`.
+pub(crate) fn failure_with_logs(
+    kind: std::io::ErrorKind,
+    what: String,
+    logs: &[std::path::PathBuf],
+) -> std::io::Error {
+    use std::fmt::Write as _;
+    let mut message = what;
+    for path in logs {
+        let tail = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+            }
+            Err(err) => format!("(cannot read: {err})"),
+        };
+        let _ = write!(
+            message,
+            "\n--- last lines of {} ---\n{tail}\n",
+            path.display()
+        );
+    }
+    std::io::Error::new(kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_with_logs;
+
+    #[test]
+    fn a_failure_quotes_the_last_lines_of_each_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        let lines: Vec<String> = (0..50).map(|n| format!("line {n}")).collect();
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let missing = dir.path().join("missing.log");
+        let error = failure_with_logs(
+            std::io::ErrorKind::Other,
+            "server x failed".into(),
+            &[log, missing],
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with("server x failed\n--- last lines of "),
+            "{message}"
+        );
+        assert!(message.contains("line 10\n") && message.contains("line 49"));
+        assert!(!message.contains("line 9\n"));
+        assert!(message.contains("(cannot read: "));
+    }
+}

@@ -2,7 +2,6 @@
 //!
 //! [`Ensemble`]: crate::Ensemble
 
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -16,7 +15,7 @@ use tempfile::TempDir;
 use crate::install::ensure_installed;
 use crate::net::on_a_free_port;
 use crate::net::{four_letter_word, four_letter_word_with_timeout, free_ports};
-use crate::process::ChildSlot;
+use crate::process::{failure_with_logs, ChildSlot};
 use crate::tls::{ClientAuth, TestCerts};
 
 /// How long a server may take to start serving.
@@ -39,9 +38,6 @@ const JAVA_SHARE: &str = "/usr/share/java";
 
 /// The ZooKeeper server entry point (standalone and quorum).
 const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
-
-/// Number of lines of each log file included in error messages.
-const LOG_TAIL_LINES: usize = 40;
 
 /// Netty jars the server's secure client port needs besides those that
 /// `zookeeper.jar`'s manifest lists (Debian's netty jars list none of
@@ -551,20 +547,8 @@ impl ZooKeeper {
 
     /// An error about this server, with the tail of its logs.
     fn failure(&self, kind: io::ErrorKind, what: &str) -> io::Error {
-        let mut message = format!("{} {what}", self.label);
-        for name in ["zookeeper.log", "stdout.log"] {
-            let path = self.canonical_dir.join(name);
-            let tail = match fs::read_to_string(&path) {
-                Ok(text) => tail_lines(&text, LOG_TAIL_LINES),
-                Err(err) => format!("(cannot read: {err})\n"),
-            };
-            let _ = write!(
-                message,
-                "\n--- last lines of {} ---\n{tail}",
-                path.display()
-            );
-        }
-        io::Error::new(kind, message)
+        let logs = ["zookeeper.log", "stdout.log"].map(|name| self.canonical_dir.join(name));
+        failure_with_logs(kind, format!("{} {what}", self.label), &logs)
     }
 }
 
@@ -645,22 +629,13 @@ pub(crate) fn annotate(err: io::Error, context: &str) -> io::Error {
     io::Error::new(err.kind(), format!("{context}: {err}"))
 }
 
-/// The last `n` lines of `text`, newline-terminated.
-fn tail_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    let mut tail = lines[start..].join("\n");
-    tail.push('\n');
-    tail
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
     use std::net::{Ipv4Addr, SocketAddr, TcpListener};
     use std::time::{Duration, Instant};
 
-    use super::{tail_lines, ZooKeeper};
+    use super::ZooKeeper;
     use crate::net::four_letter_word_with_timeout;
     use crate::tls::{ClientAuth, TestCerts};
 
@@ -712,12 +687,5 @@ mod tests {
             assert!(!matches!(plaintext, Ok(reply) if reply == "imok"));
         }
         assert_eq!(ZooKeeper::start().unwrap().secure_port(), None);
-    }
-
-    #[test]
-    fn tail_keeps_last_lines() {
-        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(tail_lines("a\n", 5), "a\n");
-        assert_eq!(tail_lines("", 5), "\n");
     }
 }
