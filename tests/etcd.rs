@@ -706,3 +706,52 @@ async fn a_member_deleted_by_someone_else_is_put_again() {
     registration.close().await;
     assert!(keys(&etcd, "/services/users").is_empty());
 }
+
+#[tokio::test]
+async fn relative_keys_meet_go_services_registered_without_the_leading_slash() {
+    let etcd = etcd();
+    // Go: resolver target etcd:///services/users, endpoints manager keys
+    // services/users/<addr>.
+    etcd.put(
+        "services/users/10.0.0.1:8080",
+        r#"{"Op":0,"Addr":"10.0.0.1:8080"}"#,
+    )
+    .expect("put");
+    let relative = EtcdClient::builder(etcd.endpoint())
+        .relative_keys(true)
+        .connect()
+        .await
+        .expect("connect");
+    let set = path("/services/users");
+    let naming = WatchOptions::new().format(Format::EtcdNaming);
+    let watch = relative
+        .watch_with(&set, naming.clone())
+        .await
+        .expect("watch");
+    assert_eq!(names(&watch.current()), ["10.0.0.1:8080"]);
+    let registration = relative
+        .register_with(
+            &set,
+            common::member(9091),
+            RegisterOptions::new().format(Format::EtcdNaming),
+        )
+        .await
+        .expect("register");
+    assert_eq!(
+        registration.znode().as_deref(),
+        Some("services/users/127.0.0.1:9091")
+    );
+    wait_set(&watch, "ours too", |s| s.len() == 2).await;
+    // A client with absolute keys sees neither.
+    let absolute = client(&etcd.endpoint()).await;
+    let other = absolute.watch_with(&set, naming).await.expect("watch");
+    assert!(other.current().is_empty());
+    let listed = relative
+        .inspect(&set, Format::EtcdNaming)
+        .await
+        .expect("inspect");
+    let listed: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(listed, ["10.0.0.1:8080", "127.0.0.1:9091"]);
+    registration.close().await;
+    wait_set(&watch, "ours gone", |s| s.len() == 1).await;
+}

@@ -64,7 +64,9 @@
 //! identity for mutual TLS); these are usage errors with `etcd://` (where
 //! `SERVERSET_DIGEST` is ignored). `watch`, `register` and `ls` take
 //! `--format finagle|etcd-naming` (with ZooKeeper only `finagle`), and
-//! `register` takes `--ttl SECS` (etcd only). Standard output carries only
+//! `register` takes `--ttl SECS` (etcd only); `--relative-keys` (etcd
+//! only) names keys without PATH's leading `/`, as Go's etcd resolver
+//! reads them. Standard output carries only
 //! results: for `watch` and `ls` JSON, one compact document per line, each
 //! line ending with a newline; for `register` znode paths or etcd keys (one
 //! more line each time the member is re-created); for `ring`
@@ -399,6 +401,11 @@ struct Connection {
     /// encrypted) of --tls-cert
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     tls_key: Option<PathBuf>,
+    /// etcd only: PATH names keys without its leading / (PATH
+    /// /services/users is the keys below services/users/), which is what
+    /// Go's etcd resolver reads for the target etcd:///services/users
+    #[arg(long)]
+    relative_keys: bool,
 }
 
 /// `--format`: how an etcd set stores its members.
@@ -459,8 +466,12 @@ enum Store {
         digest: Option<(String, String)>,
         tls: Option<Tls>,
     },
-    /// `host:port[,host:port]` (the connect string without `etcd://`).
-    Etcd { endpoints: String },
+    Etcd {
+        /// `host:port[,host:port]` (the connect string without `etcd://`).
+        endpoints: String,
+        /// `--relative-keys`.
+        relative_keys: bool,
+    },
 }
 
 impl Connect {
@@ -835,6 +846,12 @@ impl Connection {
         if let Some(endpoints) = Backend::etcd_endpoints(&address) {
             return self.validate_etcd(endpoints);
         }
+        if self.relative_keys {
+            return Err(
+                "--relative-keys is for etcd (etcd://host:port): ZooKeeper paths are absolute"
+                    .into(),
+            );
+        }
         let digest = match self.digest {
             Some(digest) => Some(parse_digest("--digest", &digest)?),
             None => match std::env::var_os(DIGEST_ENV) {
@@ -902,6 +919,7 @@ impl Connection {
             connect_timeout: self.connect_timeout,
             store: Store::Etcd {
                 endpoints: endpoints.to_owned(),
+                relative_keys: self.relative_keys,
             },
         })
     }
@@ -1150,8 +1168,12 @@ async fn connect(
                 }
                 builder.connect().await.map(Backend::from)
             }
-            Store::Etcd { endpoints } => EtcdClient::builder(endpoints.as_str())
+            Store::Etcd {
+                endpoints,
+                relative_keys,
+            } => EtcdClient::builder(endpoints.as_str())
                 .connect_timeout(connect.connect_timeout)
+                .relative_keys(*relative_keys)
                 .connect()
                 .await
                 .map(Backend::from),

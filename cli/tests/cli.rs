@@ -1838,6 +1838,23 @@ fn etcd_naming_format_is_read_and_written_exactly() {
     );
     // In Finagle's format the naming keys are not members.
     assert!(once(&["watch", &ep, set, "--once"]).is_empty());
+    // Where Go services usually register (target etcd:///services/users:
+    // keys without the leading /): read with --relative-keys only.
+    etcd.put(
+        "services/users/10.0.0.5:8080",
+        r#"{"Op":0,"Addr":"10.0.0.5:8080"}"#,
+    )
+    .expect("put");
+    let relative = once(&[
+        "watch",
+        &ep,
+        set,
+        "--once",
+        "--format",
+        "etcd-naming",
+        "--relative-keys",
+    ]);
+    assert_eq!(names_ports(&relative), [("10.0.0.5:8080".to_owned(), 8080)]);
 
     let (mut reg, key) = register(&[
         &ep,
@@ -1919,6 +1936,11 @@ fn etcd_usage_errors_exit_2_and_unreachable_etcd_exits_1() {
         &["register", z, "/a", "127.0.0.1:1", "--ttl", "5"],
         &[],
         &["--ttl", "etcd"],
+    );
+    usage_error(
+        &["watch", z, "/a", "--relative-keys"],
+        &[],
+        &["--relative-keys", "etcd"],
     );
     usage_error(
         &["watch", z, "/a", "--format", "etcd-naming"],

@@ -42,6 +42,7 @@ pub(crate) struct Config {
     pub endpoints: Vec<String>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub relative_keys: bool,
 }
 
 /// What every handle of one client shares.
@@ -53,6 +54,19 @@ pub(crate) struct Shared {
     pub health: watch::Receiver<Health>,
     /// Set once by [`EtcdClient::close`].
     pub closed: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// The key prefix of the set at `path`, with its trailing `/`:
+    /// `/services/users/`, or `services/users/` with relative keys.
+    pub(crate) fn prefix_of(&self, path: &ServerSetPath) -> String {
+        let path = path.as_str();
+        if self.config.relative_keys {
+            format!("{}/", path.trim_start_matches('/'))
+        } else {
+            format!("{path}/")
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -70,6 +84,7 @@ pub struct EtcdClientBuilder {
     endpoints: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    relative_keys: bool,
 }
 
 impl EtcdClientBuilder {
@@ -84,6 +99,16 @@ impl EtcdClientBuilder {
     /// How long one request may take (default 5 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Keys without the set path's leading `/` (default: with it): the set
+    /// `/services/users` is then the keys below `services/users/`, which
+    /// is what Go's etcd resolver reads for the target
+    /// `etcd:///services/users` (it drops the `/`) and where Go services
+    /// usually register.
+    pub fn relative_keys(mut self, relative: bool) -> Self {
+        self.relative_keys = relative;
         self
     }
 
@@ -139,6 +164,7 @@ impl EtcdClientBuilder {
                 endpoints,
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
+                relative_keys: self.relative_keys,
             },
             watches: Arc::default(),
             health,
@@ -226,7 +252,8 @@ async fn probe(shared: std::sync::Weak<Shared>, health: watch::Sender<Health>) {
 /// one etcd watch.
 ///
 /// Sets are key prefixes written like ZooKeeper paths (`/services/users`):
-/// members are the keys directly below `prefix/`, in Finagle's JSON
+/// members are the keys directly below `/services/users/` (or
+/// `services/users/` with [`EtcdClientBuilder::relative_keys`]), in Finagle's JSON
 /// ([`Format::Finagle`], the default) or etcd's naming format
 /// ([`Format::EtcdNaming`], chosen with [`WatchOptions::format`] and
 /// [`RegisterOptions::format`]).
@@ -259,6 +286,7 @@ impl EtcdClient {
             endpoints: endpoints.into(),
             connect_timeout: DEFAULT_ETCD_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_ETCD_REQUEST_TIMEOUT,
+            relative_keys: false,
         }
     }
 
@@ -310,7 +338,7 @@ impl EtcdClient {
     /// CLI's `ls`), sorted by name; `decoded` is `None` for keys that are
     /// not members in `format`.
     pub async fn inspect(&self, path: &ServerSetPath, format: Format) -> Result<Vec<RawChild>> {
-        let prefix = format!("{path}/");
+        let prefix = self.shared.prefix_of(path);
         let kvs = crate::etcd::watch::get_all(&self.shared, &prefix).await?.1;
         let mut children: Vec<RawChild> = kvs
             .into_iter()

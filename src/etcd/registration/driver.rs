@@ -192,7 +192,8 @@ impl Registrar {
     }
 
     fn key_of(&self, lease: i64) -> String {
-        format!("{}/{}", self.path, self.format.name(&self.member, lease))
+        let name = self.format.name(&self.member, lease);
+        format!("{}{name}", self.shared.prefix_of(&self.path))
     }
 
     async fn grant(&mut self) -> Result<()> {

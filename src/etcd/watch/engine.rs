@@ -40,7 +40,7 @@ pub(crate) fn subscribe(
         |hub| {
             let engine = Engine {
                 shared: Arc::clone(shared),
-                machine: Machine::new(path.as_str(), format),
+                machine: Machine::new(shared.prefix_of(path), format),
                 hub,
             };
             let span = info_span!("watch", path = %path, %format);

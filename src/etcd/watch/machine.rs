@@ -58,10 +58,11 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    /// Knows nothing yet of the set at `path` (its keys are `path/NAME`).
-    pub(crate) fn new(path: &str, format: Format) -> Self {
+    /// Knows nothing yet of the set whose keys are `prefix` + a name
+    /// (`prefix` ends with `/`).
+    pub(crate) fn new(prefix: String, format: Format) -> Self {
         Machine {
-            prefix: format!("{path}/"),
+            prefix,
             format,
             members: HashMap::new(),
             retired: HashMap::new(),

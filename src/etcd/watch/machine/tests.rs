@@ -138,7 +138,7 @@ fn served(snapshot: &crate::set::snapshot::Snapshot) -> Vec<(String, Option<u64>
 
 fn check(format: Format, steps: Vec<Step>) {
     let mut store = Store::default();
-    let mut machine = Machine::new("/s", format);
+    let mut machine = Machine::new("/s/".into(), format);
     let publisher = Arc::new(Publisher::new());
     let mut view = View::new(WatchOptions::new(), Arc::clone(&publisher));
     view.rebuild(&machine, Instant::now());
@@ -269,7 +269,7 @@ proptest! {
 fn a_deleted_and_recreated_key_is_replaced_not_duplicated() {
     let format = Format::EtcdNaming;
     let mut store = Store::default();
-    let mut machine = Machine::new("/s", format);
+    let mut machine = Machine::new("/s/".into(), format);
     let publisher = Arc::new(Publisher::new());
     let mut view = View::new(WatchOptions::new(), Arc::clone(&publisher));
     view.rebuild(&machine, Instant::now());
