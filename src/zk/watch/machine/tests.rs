@@ -373,7 +373,25 @@ impl World {
             Op::Reconnect => {
                 if !self.connected {
                     self.connected = true;
-                    return vec![self.listing()];
+                    let mut inputs = Vec::new();
+                    if self.engine == Engine::Persistent {
+                        // What the server sent before the connection
+                        // dropped reaches the driver before the
+                        // disconnection does (its select polls the watcher
+                        // first, and the client queues both in order); the
+                        // old watcher is dropped once the new one is added,
+                        // so nothing of it follows the new listing (which
+                        // may be of a set path deleted and re-created
+                        // meanwhile, its names reused).
+                        while let Some(event) = self.events.pop_front() {
+                            match event {
+                                Event::Input(input) => inputs.push(input),
+                                Event::Relist => inputs.push(self.listing()),
+                            }
+                        }
+                    }
+                    inputs.push(self.listing());
+                    return inputs;
                 }
             }
             Op::Join(_) | Op::Vector(..) | Op::Rewrite(..) => {}
