@@ -6,14 +6,13 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::install::ensure_installed;
 use crate::net::{free_ports, on_a_free_port};
-use crate::process::{failure_with_logs, ChildSlot};
+use crate::process::{failure_with_logs, wait_until_ready, Answer, ChildSlot};
 use crate::zookeeper::annotate;
 
 /// How long etcd may take to report itself healthy after being spawned.
@@ -441,39 +440,23 @@ impl Etcd {
     ///
     /// Errors of kind [`io::ErrorKind::AddrInUse`] mean a port was taken.
     fn wait_ready(&self, deadline: Instant) -> io::Result<()> {
-        loop {
-            if let Some(status) = self.exit_status() {
-                let kind = if self.log_mentions_address_in_use() {
-                    io::ErrorKind::AddrInUse
+        wait_until_ready(
+            deadline,
+            POLL_INTERVAL,
+            || self.exit_status(),
+            || self.log_mentions_address_in_use(),
+            || {
+                if !self.probe_health() {
+                    Answer::Nothing
+                } else if self.answering_server_is_ours() {
+                    Answer::Ours
                 } else {
-                    io::ErrorKind::Other
-                };
-                return Err(self.failure(kind, &format!("exited during startup ({status})")));
-            }
-            if self.probe_health() {
-                if self.answering_server_is_ours() {
-                    return Ok(());
+                    Answer::Another("etcd")
                 }
-                // Another etcd answers on our port; ours will fail to bind
-                // and exit, or already has.
-                return Err(self.failure(
-                    io::ErrorKind::AddrInUse,
-                    "client port is used by another etcd server",
-                ));
-            }
-            if Instant::now() >= deadline {
-                let kind = if self.log_mentions_address_in_use() {
-                    io::ErrorKind::AddrInUse
-                } else {
-                    io::ErrorKind::TimedOut
-                };
-                return Err(self.failure(
-                    kind,
-                    &format!("did not become healthy (GET /health) within {START_TIMEOUT:?}"),
-                ));
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+            },
+            |kind, what| self.failure(kind, what),
+            &format!("did not become healthy (GET /health) within {START_TIMEOUT:?}"),
+        )
     }
 
     /// Whether `GET /health` answers 200 with `"health":"true"`.

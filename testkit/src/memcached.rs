@@ -7,14 +7,13 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::install::{ensure_installed, running_as_root};
 use crate::net::on_a_free_port;
-use crate::process::{failure_with_logs, ChildSlot};
+use crate::process::{failure_with_logs, wait_until_ready, Answer, ChildSlot};
 use crate::zookeeper::annotate;
 
 /// How long memcached may take to answer `version` after being spawned.
@@ -352,39 +351,19 @@ impl Memcached {
     ///
     /// Errors of kind [`io::ErrorKind::AddrInUse`] mean the port was taken.
     fn wait_ready(&self, pid: u32, deadline: Instant) -> io::Result<()> {
-        loop {
-            if let Some(status) = self.exit_status() {
-                let kind = if self.log_mentions_address_in_use() {
-                    io::ErrorKind::AddrInUse
-                } else {
-                    io::ErrorKind::Other
-                };
-                return Err(self.failure(kind, &format!("exited during startup ({status})")));
-            }
-            if let Ok(answering_pid) = self.probe() {
-                if answering_pid == Some(pid) {
-                    return Ok(());
-                }
-                // Another server answers on our port; ours will fail to
-                // bind and exit, or already has.
-                return Err(self.failure(
-                    io::ErrorKind::AddrInUse,
-                    "port is used by another memcached server",
-                ));
-            }
-            if Instant::now() >= deadline {
-                let kind = if self.log_mentions_address_in_use() {
-                    io::ErrorKind::AddrInUse
-                } else {
-                    io::ErrorKind::TimedOut
-                };
-                return Err(self.failure(
-                    kind,
-                    &format!("did not answer `version` within {START_TIMEOUT:?}"),
-                ));
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        wait_until_ready(
+            deadline,
+            POLL_INTERVAL,
+            || self.exit_status(),
+            || self.log_mentions_address_in_use(),
+            || match self.probe() {
+                Err(_) => Answer::Nothing,
+                Ok(answering) if answering == Some(pid) => Answer::Ours,
+                Ok(_) => Answer::Another("memcached"),
+            },
+            |kind, what| self.failure(kind, what),
+            &format!("did not answer `version` within {START_TIMEOUT:?}"),
+        )
     }
 
     /// Asks `version` (must answer `VERSION ...`), then the pid from

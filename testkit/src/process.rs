@@ -94,6 +94,59 @@ fn wait_stopped(pid: u32) -> std::io::Result<()> {
     }
 }
 
+/// What one look at a starting server found.
+pub(crate) enum Answer {
+    /// Our process answers: it has started.
+    Ours,
+    /// Another server of the kind answers on our port (ours will fail to
+    /// bind and exit, or already has); says which kind.
+    Another(&'static str),
+    /// Nothing answers yet.
+    Nothing,
+}
+
+/// Polls a starting server every `poll` until `probe` finds it answering,
+/// its process exits, or `deadline` passes (`waited_for` says what was
+/// waited for). `port_taken` reads its log for a port already in use:
+/// such failures are [`std::io::ErrorKind::AddrInUse`], so the caller
+/// retries on other ports. `failure` builds the error.
+pub(crate) fn wait_until_ready(
+    deadline: std::time::Instant,
+    poll: std::time::Duration,
+    exit_status: impl Fn() -> Option<ExitStatus>,
+    port_taken: impl Fn() -> bool,
+    mut probe: impl FnMut() -> Answer,
+    failure: impl Fn(std::io::ErrorKind, &str) -> std::io::Error,
+    waited_for: &str,
+) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let taken_or = |otherwise| {
+        if port_taken() {
+            ErrorKind::AddrInUse
+        } else {
+            otherwise
+        }
+    };
+    loop {
+        if let Some(status) = exit_status() {
+            let kind = taken_or(ErrorKind::Other);
+            return Err(failure(kind, &format!("exited during startup ({status})")));
+        }
+        match probe() {
+            Answer::Ours => return Ok(()),
+            Answer::Another(kind) => {
+                let what = format!("port is used by another {kind} server");
+                return Err(failure(ErrorKind::AddrInUse, &what));
+            }
+            Answer::Nothing => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(failure(taken_or(ErrorKind::TimedOut), waited_for));
+        }
+        std::thread::sleep(poll);
+    }
+}
+
 /// How many lines of a server's log an error about it quotes.
 pub(crate) const LOG_TAIL_LINES: usize = 40;
 

@@ -2,7 +2,7 @@
 //! prefix by key, from a full get and from watch events. Inputs in,
 //! touched names out; no I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tracing::{debug, warn};
@@ -86,17 +86,17 @@ impl Machine {
     pub(crate) fn handle(&mut self, input: Input) {
         match input {
             Input::Loaded { revision, kvs } => {
-                let mut seen = HashMap::with_capacity(kvs.len());
+                let mut seen = HashSet::with_capacity(kvs.len());
                 for kv in kvs {
                     if let Some(name) = self.name_of(&kv.key) {
-                        seen.insert(name.clone(), ());
+                        seen.insert(name.clone());
                         self.put(name, kv);
                     }
                 }
                 let gone: Vec<String> = self
                     .members
                     .keys()
-                    .filter(|name| !seen.contains_key(*name))
+                    .filter(|name| !seen.contains(*name))
                     .cloned()
                     .collect();
                 for name in gone {
