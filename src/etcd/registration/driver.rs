@@ -73,18 +73,9 @@ impl Registrar {
                         Action::KeepAlive(_) => Some(next_keep_alive),
                         _ => None,
                     };
-                    match self.wait(until, next_check, &mut stop, &mut closed).await {
-                        Woken::Close => {
-                            self.facts.closing = true;
-                            closing_since.get_or_insert_with(Instant::now);
-                            continue;
-                        }
-                        Woken::Check => {
-                            self.facts.healthy = self.run_check().await;
-                            next_check = Instant::now() + self.check_interval();
-                            continue;
-                        }
-                        Woken::Tick => {}
+                    let woken = self.wait(until, next_check, &mut stop, &mut closed).await;
+                    if !self.woken(woken, &mut closing_since, &mut next_check).await {
+                        continue;
                     }
                     let Action::KeepAlive(id) = action else {
                         continue;
@@ -98,26 +89,35 @@ impl Registrar {
                 Err(error) => {
                     warn!(path = %self.path, %error, "etcd registration step failed; retrying");
                     let delay = Instant::now() + backoff.next_delay();
-                    if closing_since.is_none() {
-                        match self
-                            .wait(Some(delay), next_check, &mut stop, &mut closed)
-                            .await
-                        {
-                            Woken::Close => {
-                                self.facts.closing = true;
-                                closing_since.get_or_insert_with(Instant::now);
-                            }
-                            Woken::Check => {
-                                self.facts.healthy = self.run_check().await;
-                                next_check = Instant::now() + self.check_interval();
-                            }
-                            Woken::Tick => {}
-                        }
-                    } else {
-                        tokio::time::sleep_until(delay).await;
-                    }
+                    let woken = self
+                        .wait(Some(delay), next_check, &mut stop, &mut closed)
+                        .await;
+                    self.woken(woken, &mut closing_since, &mut next_check).await;
                 }
             }
+        }
+    }
+
+    /// Applies what ended a wait: a close starts closing, a due check
+    /// runs. Whether it was the time waited for.
+    async fn woken(
+        &mut self,
+        woken: Woken,
+        closing_since: &mut Option<Instant>,
+        next_check: &mut Instant,
+    ) -> bool {
+        match woken {
+            Woken::Close => {
+                self.facts.closing = true;
+                closing_since.get_or_insert_with(Instant::now);
+                false
+            }
+            Woken::Check => {
+                self.facts.healthy = self.run_check().await;
+                *next_check = Instant::now() + self.check_interval();
+                false
+            }
+            Woken::Tick => true,
         }
     }
 
@@ -142,6 +142,11 @@ impl Registrar {
         closed: &mut watch::Receiver<bool>,
     ) -> Woken {
         if self.facts.closing {
+            // Closing already: nothing more to wait for but the time (the
+            // stop signal is never polled again once it has fired).
+            if let Some(at) = until {
+                tokio::time::sleep_until(at).await;
+            }
             return Woken::Tick;
         }
         let tick = async {
